@@ -1,0 +1,72 @@
+package core
+
+import pb "github.com/paxoskit/paxos/core/paxospb"
+
+// promise raises the acceptor's promise to b; it covers every instance.
+func (c *Core) promise(b Ballot) {
+	if c.promised.Less(b) {
+		c.promised = b
+		c.hsDirty = true
+	}
+}
+
+// yield makes a preparing or leading proposer give way to a higher ballot.
+func (c *Core) yield(b Ballot) {
+	if c.role != follower && c.ballot.Less(b) {
+		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+	}
+}
+
+func (c *Core) reject(m *pb.Message) {
+	c.send(&pb.Message{Type: pb.MsgType_MSG_REJECT, To: m.From, Ballot: c.promised.pb(), Instance: uint64(m.Type)})
+}
+
+// onPrepare is phase 1b: promise and report every entry from m.Instance on.
+func (c *Core) onPrepare(m *pb.Message) {
+	b := ballotOf(m.Ballot)
+	if b.Less(c.promised) {
+		c.reject(m)
+		return
+	}
+	c.promise(b)
+	c.yield(b)
+	var entries []*pb.Entry
+	for i := max(m.Instance, 1); i <= c.maxIndex; i++ {
+		if e := c.log[i]; e != nil {
+			entries = append(entries, e)
+		}
+	}
+	c.send(&pb.Message{Type: pb.MsgType_MSG_PROMISE, To: m.From, Ballot: m.Ballot, Entries: entries})
+}
+
+// onAccept is phase 2b: accept unless promised to a higher ballot.
+func (c *Core) onAccept(m *pb.Message) {
+	b := ballotOf(m.Ballot)
+	if b.Less(c.promised) && c.cfg.Canary != CanaryIgnorePromise {
+		c.reject(m)
+		return
+	}
+	c.promise(b)
+	c.yield(b)
+	if b.Node != c.cfg.ID {
+		c.leader, c.leaderTicks = b.Node, 0
+	}
+	ids := make([]uint64, 0, len(m.Entries))
+	for _, e := range m.Entries {
+		if old := c.log[e.Instance]; old == nil || !old.Chosen {
+			c.setLog(&pb.Entry{Instance: e.Instance, Ballot: m.Ballot, Value: e.Value})
+		}
+		ids = append(ids, e.Instance)
+	}
+	c.send(&pb.Message{Type: pb.MsgType_MSG_ACCEPTED, To: m.From, Ballot: m.Ballot, Instances: ids})
+}
+
+func (c *Core) onHeartbeat(m *pb.Message) {
+	b := ballotOf(m.Ballot)
+	if b.Less(c.promised) {
+		c.reject(m) // tell a stale leader to step down
+		return
+	}
+	c.yield(b)
+	c.leader, c.leaderTicks = b.Node, 0
+}

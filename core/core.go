@@ -1,0 +1,443 @@
+package core
+
+import (
+	"fmt"
+	"slices"
+
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
+
+// Canary deliberately breaks the protocol so tests can prove the simulator
+// catches the breakage. It is for tests only; production leaves it zero.
+type Canary uint8
+
+// The broken variants. CanaryEarlyReply is implemented by the node runtime,
+// which sends a Ready's messages before its records are durable.
+const (
+	CanaryNone          Canary = iota
+	CanaryIgnorePromise        // acceptors accept ballots below their promise
+	CanaryNoAdopt              // a new leader ignores values accepted in phase 1
+	CanaryEarlyReply           // messages leave before their records are synced
+)
+
+// Config configures one group's Core.
+type Config struct {
+	ID    uint64   // this node
+	Peers []uint64 // every voting member, including ID
+	Group uint64
+
+	// Window is how many instances a leader keeps in flight; at least 1.
+	Window int
+	// HeartbeatTicks is how often a leader announces itself.
+	HeartbeatTicks int
+	// ElectionTicks is how long a follower trusts a silent leader, and the
+	// upper bound of the random backoff before a new prepare.
+	ElectionTicks int
+	// RetryTicks is how long a proposer waits before resending accepts or
+	// restarting phase 1.
+	RetryTicks int
+	// LearnTicks is how often a node asks a peer for chosen values it lacks.
+	LearnTicks int
+	// MaxLearnEntries bounds the entries of one learn response.
+	MaxLearnEntries int
+	// MaxQueue bounds the proposals waiting for an instance.
+	MaxQueue int
+
+	// Rand returns a uniformly random integer in [0, n). Every random choice
+	// of the core comes from it.
+	Rand func(n int) int
+
+	Canary Canary
+}
+
+func (c *Config) setDefaults() {
+	if c.Window == 0 {
+		c.Window = 16
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 5
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 30
+	}
+	if c.RetryTicks == 0 {
+		c.RetryTicks = 10
+	}
+	if c.LearnTicks == 0 {
+		c.LearnTicks = 20
+	}
+	if c.MaxLearnEntries == 0 {
+		c.MaxLearnEntries = 64
+	}
+	if c.MaxQueue == 0 {
+		c.MaxQueue = 4096
+	}
+}
+
+type role uint8
+
+const (
+	follower role = iota
+	preparing
+	leading
+)
+
+// inflight is an instance a leader has sent accepts for.
+type inflight struct {
+	entry *pb.Entry
+	acks  []uint64
+	age   int // ticks since the accepts were last sent
+}
+
+// Ready is the output of a Core; see the package doc for how to handle it.
+type Ready struct {
+	HardState *pb.HardState // nil when unchanged
+	Entries   []*pb.Entry   // records to persist, in order; later ones win
+	MustSync  bool
+	Messages  []*pb.Message
+	Committed []*pb.Entry
+}
+
+// Core is one group's Paxos node. It is not safe for concurrent use.
+type Core struct {
+	cfg    Config
+	quorum int
+
+	// Acceptor and learner state.
+	promised   Ballot
+	boot       uint64
+	hsDirty    bool
+	log        map[uint64]*pb.Entry // entries are immutable: replaced, never edited
+	maxIndex   uint64               // highest instance in log
+	chosenUpto uint64               // every instance <= chosenUpto is chosen
+	applied    uint64               // last instance handed out in Committed
+	maxKnown   uint64               // highest instance any peer mentioned
+
+	// Proposer state.
+	role        role
+	ballot      Ballot // current ballot while preparing or leading
+	maxSeen     uint64 // highest ballot counter seen anywhere
+	promises    []uint64
+	p1          map[uint64]*pb.Entry // highest-ballot entry per instance from phase 1
+	p1Max       uint64
+	prepareFrom uint64
+	roleTicks   int
+	backoff     int
+	next        uint64 // leader: next free instance
+	inflight    map[uint64]*inflight
+	queue       []*pb.Value
+	bound       map[uint64]*pb.Value // instance -> our proposal sent there
+	seq         uint64
+	fwdSeen     map[origin]*seenWindow
+
+	leader      uint64 // leader heard from recently, 0 if none
+	leaderTicks int
+	learnTicks  int
+	stuckTicks  int
+	lastUpto    uint64
+
+	// Output not yet handed out in a Ready.
+	msgs        []*pb.Message
+	entries     []*pb.Entry
+	local       []*pb.Message
+	outAccepts  []*pb.Entry
+	outChosen   []*pb.Entry
+	outstanding bool
+
+	// Stats counts protocol events for monitoring.
+	Stats Stats
+}
+
+// Stats counts protocol events of one Core.
+type Stats struct {
+	Prepares, Promotions, StepDowns, Rejects, Forwards uint64
+	Chosen, Learned, Conflicts                          uint64
+}
+
+// New restores a Core from its durable state: the last HardState (nil for a
+// fresh group) and every persisted entry in write order.
+func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
+	cfg.setDefaults()
+	if cfg.ID == 0 || !slices.Contains(cfg.Peers, cfg.ID) {
+		return nil, fmt.Errorf("%w: node %d is not among peers %v", ErrInvalidConfig, cfg.ID, cfg.Peers)
+	}
+	if cfg.Rand == nil {
+		return nil, fmt.Errorf("%w: no randomness source", ErrInvalidConfig)
+	}
+	if cfg.Window < 1 {
+		return nil, fmt.Errorf("%w: window %d", ErrInvalidConfig, cfg.Window)
+	}
+	peers := slices.Clone(cfg.Peers)
+	slices.Sort(peers)
+	if len(slices.Compact(slices.Clone(peers))) != len(peers) {
+		return nil, fmt.Errorf("%w: duplicate peers %v", ErrInvalidConfig, cfg.Peers)
+	}
+	cfg.Peers = peers
+	c := &Core{
+		cfg:      cfg,
+		quorum:   len(peers)/2 + 1,
+		log:      map[uint64]*pb.Entry{},
+		inflight: map[uint64]*inflight{},
+		bound:    map[uint64]*pb.Value{},
+		fwdSeen:  map[origin]*seenWindow{},
+	}
+	if hs != nil {
+		c.promised = ballotOf(hs.Promised)
+		c.boot = hs.Boot
+	}
+	// A new incarnation: proposals made from now on must not collide with
+	// those of earlier ones, and the bump is durable before any leaves.
+	c.boot++
+	c.hsDirty = true
+	c.maxSeen = c.promised.Counter
+	for _, e := range entries {
+		if e == nil || e.Instance == 0 || e.Value == nil {
+			return nil, fmt.Errorf("%w: bad entry %v", ErrCorruptState, e)
+		}
+		if old := c.log[e.Instance]; old != nil && old.Chosen && !e.Chosen {
+			continue // a chosen record is final
+		}
+		c.log[e.Instance] = e
+		c.maxIndex = max(c.maxIndex, e.Instance)
+		if b := ballotOf(e.Ballot); b.Counter > c.maxSeen {
+			c.maxSeen = b.Counter
+		}
+	}
+	c.maxKnown = c.maxIndex
+	c.advanceChosen()
+	// Wait a random while before the first prepare, so restarted nodes do
+	// not all disrupt a working leader at once.
+	c.backoff = c.cfg.Rand(c.cfg.ElectionTicks) + 1
+	return c, nil
+}
+
+// ID returns this node's id.
+func (c *Core) ID() uint64 { return c.cfg.ID }
+
+// Boot returns this incarnation's number; proposals carry it.
+func (c *Core) Boot() uint64 { return c.boot }
+
+// ChosenUpto returns the end of the contiguous chosen prefix.
+func (c *Core) ChosenUpto() uint64 { return c.chosenUpto }
+
+// Leader returns the node this core believes leads, or 0.
+func (c *Core) Leader() uint64 {
+	if c.role == leading {
+		return c.cfg.ID
+	}
+	return c.leader
+}
+
+// IsLeader reports whether this core has won phase 1 and not lost it since.
+func (c *Core) IsLeader() bool { return c.role == leading }
+
+// Pending returns how many proposals wait for an instance here.
+func (c *Core) Pending() int { return len(c.queue) }
+
+// Propose queues a value and returns its sequence number, unique within this
+// incarnation. It reports false when the queue is full.
+func (c *Core) Propose(smid uint32, data []byte) (seq uint64, ok bool) {
+	if len(c.queue) >= c.cfg.MaxQueue {
+		return 0, false
+	}
+	c.seq++
+	c.queue = append(c.queue, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Seq: c.seq, Smid: smid, Data: data})
+	c.dispatch()
+	c.flush()
+	return c.seq, true
+}
+
+// HasReady reports whether Ready has something to hand out.
+func (c *Core) HasReady() bool {
+	if c.outstanding {
+		return false
+	}
+	return c.hsDirty || len(c.entries) > 0 || len(c.msgs) > 0 || c.chosenUpto > c.applied
+}
+
+// Ready hands out the pending output. Call Advance once it is handled.
+func (c *Core) Ready() Ready {
+	rd := Ready{Entries: c.entries, Messages: c.msgs}
+	if c.hsDirty {
+		rd.HardState = &pb.HardState{Promised: c.promised.pb(), Boot: c.boot}
+		rd.MustSync = true
+		c.hsDirty = false
+	}
+	for _, e := range rd.Entries {
+		if !e.Chosen {
+			rd.MustSync = true
+		}
+	}
+	for i := c.applied + 1; i <= c.chosenUpto; i++ {
+		rd.Committed = append(rd.Committed, c.log[i])
+	}
+	c.applied = c.chosenUpto
+	c.entries, c.msgs = nil, nil
+	c.outstanding = true
+	return rd
+}
+
+// Advance tells the core the last Ready was handled.
+func (c *Core) Advance() { c.outstanding = false }
+
+// Tick advances logical time by one unit.
+func (c *Core) Tick() {
+	c.roleTicks++
+	if c.backoff > 0 {
+		c.backoff--
+	}
+	if c.leader != 0 {
+		c.leaderTicks++
+		if c.leaderTicks > c.cfg.ElectionTicks {
+			c.leader = 0
+		}
+	}
+	switch c.role {
+	case preparing:
+		if c.roleTicks > c.cfg.RetryTicks {
+			c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+		}
+	case leading:
+		c.tickLeader()
+	}
+	c.tickLearner()
+	c.dispatch()
+	c.flush()
+}
+
+// Step handles a message from a peer. Invalid messages are dropped with an
+// error wrapping ErrInvalidMessage, ErrNotMember or ErrWrongGroup.
+func (c *Core) Step(m *pb.Message) error {
+	if err := c.validate(m); err != nil {
+		return err
+	}
+	c.step(m)
+	c.flush()
+	return nil
+}
+
+func (c *Core) validate(m *pb.Message) error {
+	if m == nil {
+		return fmt.Errorf("%w: nil", ErrInvalidMessage)
+	}
+	if m.Group != c.cfg.Group || m.To != c.cfg.ID {
+		return fmt.Errorf("%w: group %d to %d, I am group %d node %d", ErrWrongGroup, m.Group, m.To, c.cfg.Group, c.cfg.ID)
+	}
+	if m.From == c.cfg.ID || !slices.Contains(c.cfg.Peers, m.From) {
+		return fmt.Errorf("%w: node %d", ErrNotMember, m.From)
+	}
+	switch m.Type {
+	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPT,
+		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_REJECT, pb.MsgType_MSG_HEARTBEAT:
+		if m.Ballot == nil || ballotOf(m.Ballot).IsZero() {
+			return fmt.Errorf("%w: %v without ballot", ErrInvalidMessage, m.Type)
+		}
+	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_REQ, pb.MsgType_MSG_LEARN_RESP, pb.MsgType_MSG_FORWARD:
+	default:
+		return fmt.Errorf("%w: type %v", ErrInvalidMessage, m.Type)
+	}
+	for _, e := range m.Entries {
+		if e == nil || e.Instance == 0 || e.Value == nil {
+			return fmt.Errorf("%w: bad entry in %v", ErrInvalidMessage, m.Type)
+		}
+		if !e.Chosen && m.Type != pb.MsgType_MSG_CHOSEN && m.Type != pb.MsgType_MSG_LEARN_RESP && e.Ballot == nil {
+			return fmt.Errorf("%w: entry %d without ballot", ErrInvalidMessage, e.Instance)
+		}
+	}
+	for _, v := range m.Values {
+		if v == nil || v.Node == 0 {
+			return fmt.Errorf("%w: bad forwarded value", ErrInvalidMessage)
+		}
+	}
+	return nil
+}
+
+// step dispatches a validated (or local) message.
+func (c *Core) step(m *pb.Message) {
+	if m.ChosenUpto > c.maxKnown {
+		c.maxKnown = m.ChosenUpto
+	}
+	if b := ballotOf(m.Ballot); b.Counter > c.maxSeen {
+		c.maxSeen = b.Counter
+	}
+	switch m.Type {
+	case pb.MsgType_MSG_PREPARE:
+		c.onPrepare(m)
+	case pb.MsgType_MSG_PROMISE:
+		c.onPromise(m)
+	case pb.MsgType_MSG_ACCEPT:
+		c.onAccept(m)
+	case pb.MsgType_MSG_ACCEPTED:
+		c.onAccepted(m)
+	case pb.MsgType_MSG_REJECT:
+		c.onReject(m)
+	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_RESP:
+		for _, e := range m.Entries {
+			c.learn(e.Instance, e.Value)
+		}
+	case pb.MsgType_MSG_LEARN_REQ:
+		c.onLearnReq(m)
+	case pb.MsgType_MSG_HEARTBEAT:
+		c.onHeartbeat(m)
+	case pb.MsgType_MSG_FORWARD:
+		c.onForward(m)
+	}
+	if m.ChosenUpto > c.chosenUpto && m.From != c.cfg.ID && m.Type != pb.MsgType_MSG_LEARN_RESP && c.learnTicks >= 0 {
+		// A peer is ahead: ask it now rather than at the next learn tick.
+		c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: m.From, Instance: c.chosenUpto + 1})
+		c.learnTicks = -c.cfg.RetryTicks
+	}
+	c.dispatch()
+}
+
+// send queues a message; messages to self are delivered in flush.
+func (c *Core) send(m *pb.Message) {
+	m.From = c.cfg.ID
+	m.Group = c.cfg.Group
+	m.ChosenUpto = c.chosenUpto
+	if m.To == c.cfg.ID {
+		c.local = append(c.local, m)
+		return
+	}
+	c.msgs = append(c.msgs, m)
+}
+
+func (c *Core) broadcast(m *pb.Message, self bool) {
+	for _, p := range c.cfg.Peers {
+		if p == c.cfg.ID && !self {
+			continue
+		}
+		mm := &pb.Message{Type: m.Type, To: p, Ballot: m.Ballot, Instance: m.Instance, Entries: m.Entries, Instances: m.Instances, Values: m.Values}
+		c.send(mm)
+	}
+}
+
+// flush turns batched accepts and chosen notices into messages and delivers
+// messages to self until nothing is left.
+func (c *Core) flush() {
+	for {
+		if len(c.outAccepts) > 0 && c.role == leading {
+			c.broadcast(&pb.Message{Type: pb.MsgType_MSG_ACCEPT, Ballot: c.ballot.pb(), Entries: c.outAccepts}, true)
+		}
+		c.outAccepts = nil
+		if len(c.outChosen) > 0 {
+			c.broadcast(&pb.Message{Type: pb.MsgType_MSG_CHOSEN, Entries: c.outChosen}, false)
+			c.outChosen = nil
+		}
+		if len(c.local) == 0 {
+			return
+		}
+		m := c.local[0]
+		c.local = c.local[1:]
+		c.step(m)
+	}
+}
+
+func (c *Core) persist(e *pb.Entry) { c.entries = append(c.entries, e) }
+
+func (c *Core) setLog(e *pb.Entry) {
+	c.log[e.Instance] = e
+	c.maxIndex = max(c.maxIndex, e.Instance)
+	c.maxKnown = max(c.maxKnown, e.Instance)
+	c.persist(e)
+}

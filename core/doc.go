@@ -1,0 +1,34 @@
+// Package core is the Multi-Paxos state machine of one group: a value with
+// methods, no goroutines, no clock, no IO. It is a pure function of the
+// messages, ticks and proposals handed to it, and of the randomness source in
+// its Config.
+//
+// Everything enters through Step (a message from a peer), Tick (one unit of
+// logical time) and Propose (a new value). Everything leaves through a Ready,
+// which the driver must handle in this order:
+//
+//  1. Persist Ready.HardState and Ready.Entries; if Ready.MustSync, make them
+//     durable (fsync) before going on. Acceptor promises and accepted values
+//     are in these records, and the messages below may reveal them.
+//  2. Send Ready.Messages.
+//  3. Execute Ready.Committed, in order: they are chosen values in strictly
+//     increasing instance order with no gaps, starting after the last
+//     instance of the previous Ready.
+//  4. Call Advance.
+//
+// Step, Tick and Propose may be called while a Ready is being handled; their
+// effects go into the next Ready. HasReady reports false until Advance.
+//
+// Protocol summary. Ballots are (counter, node) and never reused across
+// restarts, because a proposer's own acceptor promises its ballot and that
+// promise is durable before any prepare leaves. A promise covers every
+// instance, so a proposer that won phase 1 runs only phase 2 for new values:
+// one round trip and one fsync per value while uncontested. Phase 1 returns
+// every accepted and chosen entry from the proposer's first unchosen
+// instance; the new leader re-proposes the highest-ballot value of each open
+// instance and fills holes with no-ops. Up to Config.Window instances are in
+// flight at once. A value bound to an instance is never proposed again
+// elsewhere until that instance is known chosen with a different value, so a
+// value is chosen at most once. Followers forward proposals to the leader
+// they heard from recently, and learn missed instances from peers.
+package core

@@ -1,0 +1,91 @@
+package core
+
+import (
+	"bytes"
+
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
+
+// SameProposal reports whether a and b are the same proposal.
+func SameProposal(a, b *pb.Value) bool {
+	return a.Node == b.Node && a.Boot == b.Boot && a.Seq == b.Seq && a.Noop == b.Noop &&
+		a.Smid == b.Smid && bytes.Equal(a.Data, b.Data)
+}
+
+// learn records that instance i is chosen with v.
+func (c *Core) learn(i uint64, v *pb.Value) {
+	if old := c.log[i]; old != nil && old.Chosen {
+		if !SameProposal(old.Value, v) {
+			c.Stats.Conflicts++ // agreement is broken; the simulator's oracle reports it
+		}
+		return
+	}
+	c.setLog(&pb.Entry{Instance: i, Value: v, Chosen: true})
+	c.Stats.Learned++
+	delete(c.inflight, i)
+	if bv := c.bound[i]; bv != nil {
+		delete(c.bound, i)
+		if !SameProposal(bv, v) {
+			// Instance i went to another value, so ours was not chosen
+			// there and may be proposed again.
+			c.queue = append([]*pb.Value{bv}, c.queue...)
+		}
+	}
+	c.advanceChosen()
+}
+
+func (c *Core) advanceChosen() {
+	for e := c.log[c.chosenUpto+1]; e != nil && e.Chosen; e = c.log[c.chosenUpto+1] {
+		c.chosenUpto++
+	}
+}
+
+func (c *Core) onLearnReq(m *pb.Message) {
+	var entries []*pb.Entry
+	for i := max(m.Instance, 1); i <= c.chosenUpto && len(entries) < c.cfg.MaxLearnEntries; i++ {
+		entries = append(entries, c.log[i])
+	}
+	c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_RESP, To: m.From, Entries: entries})
+}
+
+// tickLearner asks a peer for missing chosen values now and then, and starts
+// phase 1 when a hole stays open with no leader to fill it.
+func (c *Core) tickLearner() {
+	c.learnTicks++
+	if c.learnTicks >= c.cfg.LearnTicks {
+		c.learnTicks = 0
+		to := c.leader
+		if to == 0 || to == c.cfg.ID {
+			to = c.randomPeer()
+		}
+		if to != 0 {
+			c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: to, Instance: c.chosenUpto + 1})
+		}
+	}
+	if c.chosenUpto != c.lastUpto {
+		c.lastUpto, c.stuckTicks = c.chosenUpto, 0
+	} else if c.maxKnown > c.chosenUpto || len(c.bound) > 0 {
+		c.stuckTicks++
+	}
+	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && c.leader == 0 && c.backoff == 0 {
+		c.stuckTicks = 0
+		c.startPrepare()
+	}
+}
+
+func (c *Core) randomPeer() uint64 {
+	if len(c.cfg.Peers) < 2 {
+		return 0
+	}
+	k := c.cfg.Rand(len(c.cfg.Peers) - 1)
+	for _, p := range c.cfg.Peers {
+		if p == c.cfg.ID {
+			continue
+		}
+		if k == 0 {
+			return p
+		}
+		k--
+	}
+	return 0
+}

@@ -1,0 +1,201 @@
+package core
+
+import (
+	"slices"
+
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
+
+func (c *Core) becomeFollower(backoff int) {
+	if c.role == leading {
+		c.Stats.StepDowns++
+	}
+	c.role = follower
+	c.roleTicks = 0
+	c.backoff = backoff
+	c.promises, c.p1 = nil, nil
+	clear(c.inflight)
+}
+
+// startPrepare begins phase 1 with a ballot above every one seen.
+func (c *Core) startPrepare() {
+	c.ballot = Ballot{Counter: max(c.maxSeen, c.promised.Counter) + 1, Node: c.cfg.ID}
+	c.maxSeen = c.ballot.Counter
+	c.role = preparing
+	c.roleTicks = 0
+	c.promises = c.promises[:0]
+	c.p1 = map[uint64]*pb.Entry{}
+	c.p1Max = 0
+	c.prepareFrom = c.chosenUpto + 1
+	c.Stats.Prepares++
+	c.broadcast(&pb.Message{Type: pb.MsgType_MSG_PREPARE, Ballot: c.ballot.pb(), Instance: c.prepareFrom}, true)
+}
+
+func (c *Core) onPromise(m *pb.Message) {
+	if c.role != preparing || ballotOf(m.Ballot) != c.ballot || slices.Contains(c.promises, m.From) {
+		return
+	}
+	c.promises = append(c.promises, m.From)
+	for _, e := range m.Entries {
+		if e.Instance < c.prepareFrom {
+			continue
+		}
+		c.p1Max = max(c.p1Max, e.Instance)
+		if e.Chosen {
+			c.learn(e.Instance, e.Value)
+			continue
+		}
+		if cur := c.p1[e.Instance]; cur == nil || ballotOf(cur.Ballot).Less(ballotOf(e.Ballot)) {
+			c.p1[e.Instance] = e
+		}
+	}
+	if len(c.promises) >= c.quorum {
+		c.becomeLeader()
+	}
+}
+
+// becomeLeader finishes phase 1: every open instance up to the highest one
+// reported gets the highest-ballot value accepted there, or a no-op.
+func (c *Core) becomeLeader() {
+	c.role = leading
+	c.roleTicks = 0
+	c.leader = c.cfg.ID
+	c.Stats.Promotions++
+	c.next = max(c.p1Max, c.maxIndex, c.chosenUpto) + 1
+	for i := c.prepareFrom; i < c.next; i++ {
+		if e := c.log[i]; e != nil && e.Chosen {
+			continue
+		}
+		var v *pb.Value
+		if e := c.p1[i]; e != nil && c.cfg.Canary != CanaryNoAdopt {
+			v = e.Value
+		}
+		if v == nil {
+			v = &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true}
+		}
+		c.propose(i, v)
+	}
+	c.p1 = nil
+	c.fillWindow()
+	c.broadcast(&pb.Message{Type: pb.MsgType_MSG_HEARTBEAT, Ballot: c.ballot.pb()}, false)
+}
+
+// propose sends phase 2a for instance i with the current ballot.
+func (c *Core) propose(i uint64, v *pb.Value) {
+	e := &pb.Entry{Instance: i, Ballot: c.ballot.pb(), Value: v}
+	c.inflight[i] = &inflight{entry: e}
+	c.outAccepts = append(c.outAccepts, e)
+}
+
+// fillWindow binds queued values to fresh instances while the window allows.
+func (c *Core) fillWindow() {
+	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 {
+		i := c.next
+		c.next++
+		if e := c.log[i]; e != nil && e.Chosen {
+			continue
+		}
+		v := c.queue[0]
+		c.queue = c.queue[1:]
+		c.bound[i] = v
+		c.propose(i, v)
+	}
+}
+
+func (c *Core) onAccepted(m *pb.Message) {
+	if c.role != leading || ballotOf(m.Ballot) != c.ballot {
+		return
+	}
+	for _, i := range m.Instances {
+		f := c.inflight[i]
+		if f == nil || slices.Contains(f.acks, m.From) {
+			continue
+		}
+		f.acks = append(f.acks, m.From)
+		if len(f.acks) >= c.quorum {
+			c.Stats.Chosen++
+			c.learn(i, f.entry.Value)
+			c.outChosen = append(c.outChosen, c.log[i])
+		}
+	}
+	c.fillWindow()
+}
+
+func (c *Core) onReject(m *pb.Message) {
+	b := ballotOf(m.Ballot)
+	if c.role != follower && c.ballot.Less(b) {
+		c.Stats.Rejects++
+		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+	}
+}
+
+func (c *Core) onForward(m *pb.Message) {
+	fresh := m.Values[:0:0]
+	for _, v := range m.Values {
+		if c.firstSight(v) {
+			fresh = append(fresh, v)
+		}
+	}
+	if len(fresh) == 0 {
+		return
+	}
+	if c.role == follower && c.leader != 0 && c.leader != m.From && m.Instance < 2 {
+		c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Values: fresh, Instance: m.Instance + 1})
+		return
+	}
+	for _, v := range fresh {
+		if len(c.queue) < c.cfg.MaxQueue {
+			c.queue = append(c.queue, v)
+		}
+	}
+}
+
+// dispatch moves queued proposals on: into the window when leading, to the
+// leader when one is known, or into a new phase 1.
+func (c *Core) dispatch() {
+	if len(c.queue) == 0 {
+		return
+	}
+	switch c.role {
+	case leading:
+		c.fillWindow()
+	case follower:
+		if c.leader != 0 && c.leader != c.cfg.ID {
+			c.Stats.Forwards++
+			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Values: c.queue})
+			c.queue = nil
+		} else if c.backoff == 0 {
+			c.startPrepare()
+		}
+	}
+}
+
+func (c *Core) tickLeader() {
+	if c.roleTicks%c.cfg.HeartbeatTicks == 0 {
+		c.broadcast(&pb.Message{Type: pb.MsgType_MSG_HEARTBEAT, Ballot: c.ballot.pb()}, false)
+	}
+	var resend map[uint64][]*pb.Entry
+	for i := c.chosenUpto + 1; i < c.next; i++ {
+		f := c.inflight[i]
+		if f == nil {
+			continue
+		}
+		if f.age++; f.age < c.cfg.RetryTicks {
+			continue
+		}
+		f.age = 0
+		for _, p := range c.cfg.Peers {
+			if !slices.Contains(f.acks, p) {
+				if resend == nil {
+					resend = map[uint64][]*pb.Entry{}
+				}
+				resend[p] = append(resend[p], f.entry)
+			}
+		}
+	}
+	for _, p := range c.cfg.Peers {
+		if es := resend[p]; len(es) > 0 {
+			c.send(&pb.Message{Type: pb.MsgType_MSG_ACCEPT, To: p, Ballot: c.ballot.pb(), Entries: es})
+		}
+	}
+}

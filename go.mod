@@ -1,0 +1,8 @@
+module github.com/paxoskit/paxos
+
+go 1.26
+
+require (
+	github.com/anishathalye/porcupine v1.3.1
+	google.golang.org/protobuf v1.36.12
+)

@@ -1,0 +1,454 @@
+// Package paxos turns a deterministic state machine into a replicated one:
+// every node of a group executes the same values in the same order, chosen
+// by Multi-Paxos. The protocol lives in package core; this file is the node
+// runtime that drives it through the seams of package env, the same code
+// under the simulator and in production.
+package paxos
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/paxoskit/paxos/core"
+	pb "github.com/paxoskit/paxos/core/paxospb"
+	"github.com/paxoskit/paxos/env"
+)
+
+// StateMachine is the application's deterministic state machine. Every node
+// calls Execute with the same values in the same order.
+type StateMachine interface {
+	// SMID routes values: a value proposed with SMCtx.SMID goes to the state
+	// machine with that id.
+	SMID() uint32
+	// Execute applies a chosen value. ctx is the proposer's SMCtx.Ctx on the
+	// node that proposed the value and nil everywhere else. A returned
+	// error reaches the proposer wrapped in ErrExecuteFailed; the instance
+	// still counts as executed, so errors must be deterministic too.
+	Execute(group, instance uint64, value []byte, ctx any) error
+}
+
+// SMCtx names the state machine a proposal is for and carries a context
+// that only the proposing node's Execute sees (to return results, say).
+type SMCtx struct {
+	SMID uint32
+	Ctx  any
+}
+
+// Options configures a Node. Zero fields take the documented defaults.
+type Options struct {
+	MyNode uint64   // this node's id, non-zero
+	Nodes  []uint64 // every voting member, including MyNode
+	Groups int      // independent Paxos groups, numbered from 0; default 1
+
+	// StateMachines run in every group. A proposal with a nil SMCtx goes
+	// to the first one.
+	StateMachines []StateMachine
+
+	Env env.Env // the world the node runs in; every field is required
+
+	TickInterval   time.Duration // default 10ms; protocol timeouts count ticks
+	ProposeTimeout time.Duration // default 3s; then a proposal fails with ErrTimeout
+	Window         int           // instances in flight per group; default 16
+	MaxValueSize   int           // default 8 MiB
+	MaxPending     int           // proposals waiting per group; default 4096
+	Logger         *slog.Logger  // default discards
+
+	// OnCommit, if set, sees every chosen instance in order on this node,
+	// no-ops included, before it is executed. For monitoring and checkers.
+	OnCommit func(group, instance uint64, v *pb.Value)
+
+	// Canary deliberately breaks the protocol; tests only.
+	Canary core.Canary
+}
+
+func (o *Options) setDefaults() error {
+	if o.Groups == 0 {
+		o.Groups = 1
+	}
+	if o.TickInterval == 0 {
+		o.TickInterval = 10 * time.Millisecond
+	}
+	if o.ProposeTimeout == 0 {
+		o.ProposeTimeout = 3 * time.Second
+	}
+	if o.Window == 0 {
+		o.Window = 16
+	}
+	if o.MaxValueSize == 0 {
+		o.MaxValueSize = 8 << 20
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 4096
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case o.MyNode == 0 || !slices.Contains(o.Nodes, o.MyNode):
+		return fmt.Errorf("%w: MyNode %d not in Nodes %v", ErrInvalidOptions, o.MyNode, o.Nodes)
+	case o.Groups < 0 || o.Window < 0 || o.MaxValueSize < 0 || o.MaxPending < 0:
+		return fmt.Errorf("%w: negative size", ErrInvalidOptions)
+	case o.Env.Loop == nil || o.Env.Clock == nil || o.Env.Transport == nil || o.Env.Storage == nil || o.Env.Rand == nil:
+		return fmt.Errorf("%w: incomplete Env", ErrInvalidOptions)
+	}
+	return nil
+}
+
+// Node runs the groups of one cluster member. Its methods are safe for
+// concurrent use; callbacks run on the node's loop and must not block.
+type Node struct {
+	opts    Options
+	env     env.Env
+	groups  []*group
+	pending map[pendingKey]*proposal
+	syncing bool
+	closed  bool
+	tick    env.Timer
+	stats   Stats
+}
+
+// Stats counts what a node rejected or failed at.
+type Stats struct {
+	BadMessages uint64 // undecodable or invalid messages dropped
+	Proposals   uint64
+	Timeouts    uint64
+	Syncs       uint64
+	Committed   uint64
+}
+
+type group struct {
+	id   uint64
+	core *core.Core
+	sms  []StateMachine
+}
+
+type pendingKey struct{ group, seq uint64 }
+
+type proposal struct {
+	ctx   any
+	cb    func(uint64, error)
+	timer env.Timer
+}
+
+type groupReady struct {
+	g  *group
+	rd core.Ready
+}
+
+// RunNode restores a node from its storage and starts it: chosen values
+// found on disk are executed again into the (fresh) state machines, then the
+// node rejoins its groups.
+func RunNode(opts Options) (*Node, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts, env: opts.Env, pending: map[pendingKey]*proposal{}}
+	for gid := range uint64(opts.Groups) {
+		recs, err := n.env.Storage.Load(gid)
+		if err != nil {
+			return nil, fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)
+		}
+		var hs *pb.HardState
+		var entries []*pb.Entry
+		for _, r := range recs {
+			if r.HardState != nil {
+				hs = r.HardState
+			}
+			if r.Entry != nil {
+				entries = append(entries, r.Entry)
+			}
+		}
+		c, err := core.New(core.Config{
+			ID: opts.MyNode, Peers: opts.Nodes, Group: gid, Window: opts.Window,
+			MaxQueue: opts.MaxPending, Rand: n.env.Rand.IntN, Canary: opts.Canary,
+		}, hs, entries)
+		if err != nil {
+			return nil, fmt.Errorf("%w: group %d: %w", ErrStorage, gid, err)
+		}
+		n.groups = append(n.groups, &group{id: gid, core: c, sms: slices.Clone(opts.StateMachines)})
+	}
+	n.env.Loop.Post(func() {
+		n.process()
+		n.tick = n.env.Clock.AfterFunc(opts.TickInterval, n.onTick)
+	})
+	return n, nil
+}
+
+// MyNodeID returns this node's id.
+func (n *Node) MyNodeID() uint64 { return n.opts.MyNode }
+
+// Stats returns the node's counters. Call it on the node's loop (in the
+// simulator) or accept a racy read.
+func (n *Node) Stats() Stats { return n.stats }
+
+// CoreStats returns the protocol counters of one group; same caveat as Stats.
+func (n *Node) CoreStats(group uint64) core.Stats { return n.groups[group].core.Stats }
+
+// ChosenUpto returns the end of the chosen prefix of a group; same caveat as
+// Stats.
+func (n *Node) ChosenUpto(group uint64) uint64 { return n.groups[group].core.ChosenUpto() }
+
+// ProposeAsync proposes value to group and calls cb on the node's loop with
+// the instance it was chosen at, after the proposing node executed it, or
+// with an error. It never blocks.
+func (n *Node) ProposeAsync(group uint64, value []byte, smCtx *SMCtx, cb func(instance uint64, err error)) {
+	n.env.Loop.Post(func() { n.propose(group, value, smCtx, cb) })
+}
+
+// Propose proposes value and waits until the proposing node executed it,
+// returning its instance. If ctx ends first, the outcome is unknown.
+func (n *Node) Propose(ctx context.Context, group uint64, value []byte, smCtx *SMCtx) (uint64, error) {
+	type result struct {
+		instance uint64
+		err      error
+	}
+	ch := make(chan result, 1)
+	n.ProposeAsync(group, value, smCtx, func(i uint64, err error) { ch <- result{i, err} })
+	select {
+	case r := <-ch:
+		return r.instance, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// Close stops the node; pending proposals fail with ErrClosed.
+func (n *Node) Close() {
+	n.env.Loop.Post(func() { n.stop(ErrClosed) })
+}
+
+func (n *Node) stop(err error) {
+	if n.closed {
+		return
+	}
+	n.closed = true
+	if n.tick != nil {
+		n.tick.Stop()
+	}
+	keys := make([]pendingKey, 0, len(n.pending))
+	for k := range n.pending {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b pendingKey) int {
+		if a.group != b.group {
+			return int(a.group) - int(b.group)
+		}
+		return int(a.seq) - int(b.seq)
+	})
+	for _, k := range keys {
+		p := n.pending[k]
+		delete(n.pending, k)
+		p.timer.Stop()
+		p.cb(0, err)
+	}
+}
+
+func (n *Node) propose(gid uint64, value []byte, smCtx *SMCtx, cb func(uint64, error)) {
+	switch {
+	case n.closed:
+		cb(0, ErrClosed)
+		return
+	case gid >= uint64(len(n.groups)):
+		cb(0, fmt.Errorf("%w: %d", ErrUnknownGroup, gid))
+		return
+	case len(value) > n.opts.MaxValueSize:
+		cb(0, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), n.opts.MaxValueSize))
+		return
+	}
+	g := n.groups[gid]
+	var smid uint32
+	var ctx any
+	if smCtx != nil {
+		smid, ctx = smCtx.SMID, smCtx.Ctx
+	} else if len(g.sms) > 0 {
+		smid = g.sms[0].SMID()
+	}
+	if g.sm(smid) == nil {
+		cb(0, fmt.Errorf("%w: %d", ErrNoStateMachine, smid))
+		return
+	}
+	seq, ok := g.core.Propose(smid, value)
+	if !ok {
+		cb(0, ErrOverloaded)
+		return
+	}
+	n.stats.Proposals++
+	key := pendingKey{gid, seq}
+	p := &proposal{ctx: ctx, cb: cb}
+	p.timer = n.env.Clock.AfterFunc(n.opts.ProposeTimeout, func() {
+		if n.pending[key] == p {
+			delete(n.pending, key)
+			n.stats.Timeouts++
+			cb(0, ErrTimeout)
+		}
+	})
+	n.pending[key] = p
+	n.process()
+}
+
+func (g *group) sm(smid uint32) StateMachine {
+	for _, sm := range g.sms {
+		if sm.SMID() == smid {
+			return sm
+		}
+	}
+	return nil
+}
+
+// Receive hands the node a message from a peer. The environment calls it on
+// the node's loop. Malformed messages are counted and dropped.
+func (n *Node) Receive(data []byte) {
+	if n.closed {
+		return
+	}
+	m := &pb.Message{}
+	if err := proto.Unmarshal(data, m); err != nil {
+		n.stats.BadMessages++
+		n.opts.Logger.Debug("dropping undecodable message", "err", err)
+		return
+	}
+	if m.Group >= uint64(len(n.groups)) {
+		n.stats.BadMessages++
+		return
+	}
+	if err := n.groups[m.Group].core.Step(m); err != nil {
+		n.stats.BadMessages++
+		n.opts.Logger.Debug("dropping message", "err", err)
+		return
+	}
+	n.process()
+}
+
+func (n *Node) onTick() {
+	if n.closed {
+		return
+	}
+	for _, g := range n.groups {
+		g.core.Tick()
+	}
+	n.process()
+	n.tick = n.env.Clock.AfterFunc(n.opts.TickInterval, n.onTick)
+}
+
+// process hands every group's Ready to storage, then (once synced) to the
+// network and the state machines. One Write and one Sync cover all groups:
+// group commit. While a sync is in flight, new output waits for the next.
+func (n *Node) process() {
+	for !n.syncing && !n.closed {
+		var rds []groupReady
+		for _, g := range n.groups {
+			if g.core.HasReady() {
+				rds = append(rds, groupReady{g, g.core.Ready()})
+			}
+		}
+		if len(rds) == 0 {
+			return
+		}
+		if n.opts.Canary == core.CanaryEarlyReply {
+			n.send(rds)
+		}
+		var recs []*pb.Record
+		mustSync := false
+		for _, r := range rds {
+			if r.rd.HardState != nil {
+				recs = append(recs, &pb.Record{Group: r.g.id, HardState: r.rd.HardState})
+			}
+			for _, e := range r.rd.Entries {
+				recs = append(recs, &pb.Record{Group: r.g.id, Entry: e})
+			}
+			mustSync = mustSync || r.rd.MustSync
+		}
+		if len(recs) > 0 {
+			if err := n.env.Storage.Write(recs); err != nil {
+				n.fail(err)
+				return
+			}
+		}
+		if !mustSync {
+			n.finish(rds)
+			continue
+		}
+		n.syncing = true
+		n.stats.Syncs++
+		n.env.Storage.Sync(func(err error) {
+			n.syncing = false
+			if err != nil {
+				n.fail(err)
+				return
+			}
+			n.finish(rds)
+			n.process()
+		})
+	}
+}
+
+func (n *Node) fail(err error) {
+	n.opts.Logger.Error("storage failed; stopping node", "err", err)
+	n.stop(fmt.Errorf("%w: %w", ErrStorage, err))
+}
+
+func (n *Node) send(rds []groupReady) {
+	for _, r := range rds {
+		for _, m := range r.rd.Messages {
+			data, err := proto.Marshal(m)
+			if err != nil {
+				panic(fmt.Sprintf("paxos: marshal own message: %v", err))
+			}
+			n.env.Transport.Send(m.To, data)
+		}
+	}
+}
+
+func (n *Node) finish(rds []groupReady) {
+	if n.closed {
+		return
+	}
+	if n.opts.Canary != core.CanaryEarlyReply {
+		n.send(rds)
+	}
+	for _, r := range rds {
+		for _, e := range r.rd.Committed {
+			n.execute(r.g, e)
+		}
+		r.g.core.Advance()
+	}
+}
+
+func (n *Node) execute(g *group, e *pb.Entry) {
+	v := e.Value
+	n.stats.Committed++
+	if n.opts.OnCommit != nil {
+		n.opts.OnCommit(g.id, e.Instance, v)
+	}
+	if v.Noop {
+		return
+	}
+	var p *proposal
+	if v.Node == n.opts.MyNode && v.Boot == g.core.Boot() {
+		key := pendingKey{g.id, v.Seq}
+		if p = n.pending[key]; p != nil {
+			delete(n.pending, key)
+			p.timer.Stop()
+		}
+	}
+	var err error
+	if sm := g.sm(v.Smid); sm == nil {
+		err = fmt.Errorf("%w: %d", ErrNoStateMachine, v.Smid)
+	} else {
+		var ctx any
+		if p != nil {
+			ctx = p.ctx
+		}
+		if xerr := sm.Execute(g.id, e.Instance, v.Data, ctx); xerr != nil {
+			err = fmt.Errorf("%w: %w", ErrExecuteFailed, xerr)
+		}
+	}
+	if p != nil {
+		p.cb(e.Instance, err)
+	}
+}

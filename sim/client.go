@@ -1,0 +1,91 @@
+package sim
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/sim/kvsm"
+)
+
+// client issues KV operations one at a time to random live nodes and
+// records them for the linearizability check.
+type client struct {
+	id       int
+	r        *run
+	seq      int
+	versions map[string]uint64 // last version seen per key, for CAS
+}
+
+func (c *client) next() {
+	r := c.r
+	if r.w.now >= r.clientStop {
+		return
+	}
+	r.w.after(r.w.between(0, r.opts.ThinkTime), c.issue)
+}
+
+func (c *client) issue() {
+	r := c.r
+	if r.w.now >= r.clientStop || r.err != nil {
+		return
+	}
+	var up []*simNode
+	for _, n := range r.nodes {
+		if n.up {
+			up = append(up, n)
+		}
+	}
+	if len(up) == 0 {
+		r.w.after(10*time.Millisecond, c.issue)
+		return
+	}
+	n := up[r.w.rng.IntN(len(up))]
+	k := r.w.rng.IntN(r.opts.Keys)
+	group := uint64(k % r.opts.Groups)
+	key := fmt.Sprintf("g%d/k%d", group, k)
+	c.seq++
+	op := kvsm.Op{Key: key}
+	switch p := r.w.rng.IntN(100); {
+	case p < 35:
+		op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d.%d", c.id, c.seq)
+	case p < 65:
+		op.Kind, op.Value = kvsm.Get, fmt.Sprintf("c%d.%d", c.id, c.seq)
+	case p < 75:
+		op.Kind = kvsm.Delete
+	default:
+		op.Kind, op.Value, op.Version = kvsm.CAS, fmt.Sprintf("c%d.%d", c.id, c.seq), c.versions[key]
+	}
+	data := op.Encode()
+	r.proposed[string(data)] = struct{}{}
+	invoked := r.w.now
+	id := r.rec.Invoke(c.id, op, int64(invoked))
+	r.stats.Ops++
+	r.w.tracef("client %d -> n%d %v", c.id, n.id, op)
+	res := &kvsm.Result{}
+	done := false
+	finish := func(instance uint64, err error) {
+		if done {
+			return
+		}
+		done = true
+		if err != nil {
+			r.stats.OpsUnknown++
+			r.rec.Unknown(id)
+			r.w.tracef("client %d <- %v", c.id, err)
+			if invoked >= r.liveFrom {
+				r.failCheck("liveness", "client %d: %v invoked at %v after healing failed: %v", c.id, op, invoked, err)
+			}
+		} else {
+			r.stats.OpsOK++
+			r.rec.Return(id, *res, int64(r.w.now))
+			r.acked = append(r.acked, ack{group, instance})
+			c.versions[key] = res.Version
+			r.w.tracef("client %d <- instance %d %+v", c.id, instance, *res)
+		}
+		c.next()
+	}
+	n.node.ProposeAsync(group, data, &paxos.SMCtx{SMID: kvsm.SMID, Ctx: res}, finish)
+	// The node may crash with the proposal; the client gives up on its own.
+	r.w.after(proposeTimeout+500*time.Millisecond, func() { finish(0, paxos.ErrTimeout) })
+}

@@ -1,0 +1,99 @@
+package sim
+
+import (
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
+
+type link struct{ from, to uint64 }
+
+// send applies the network's faults to one message and schedules what is
+// left of it.
+func (r *run) send(from, to uint64, msg []byte) {
+	r.stats.Sent++
+	if r.blocked[link{from, to}] > 0 {
+		r.stats.PartitionDrops++
+		r.traceMsg("drop(partition)", from, to, msg)
+		return
+	}
+	if r.w.chance(r.net.drop) {
+		r.stats.Dropped++
+		r.traceMsg("drop", from, to, msg)
+		return
+	}
+	copies := 1
+	if r.w.chance(r.net.dup) {
+		r.stats.Duplicated++
+		copies = 2
+	}
+	for range copies {
+		d := r.w.between(r.opts.MinDelay, r.opts.MaxDelay)
+		if r.w.chance(r.net.reorder) {
+			r.stats.Delayed++
+			d += r.w.between(0, r.opts.LongDelay)
+		}
+		r.w.after(d, func() { r.deliver(from, to, msg) })
+	}
+}
+
+func (r *run) deliver(from, to uint64, msg []byte) {
+	n := r.nodes[to-1]
+	if !n.up || r.blocked[link{from, to}] > 0 {
+		r.stats.PartitionDrops++
+		return
+	}
+	r.stats.Delivered++
+	r.traceMsg("recv", from, to, msg)
+	n.node.Receive(msg)
+}
+
+func (r *run) traceMsg(what string, from, to uint64, msg []byte) {
+	if r.w.trace == nil {
+		return
+	}
+	m := &pb.Message{}
+	if err := proto.Unmarshal(msg, m); err != nil {
+		r.w.tracef("%s %d->%d undecodable", what, from, to)
+		return
+	}
+	r.w.tracef("%s %d->%d g%d %v b=%d.%d i=%d n=%d up=%d", what, from, to, m.Group,
+		m.Type, m.GetBallot().GetCounter(), m.GetBallot().GetNode(), m.Instance,
+		len(m.Entries)+len(m.Instances)+len(m.Values), m.ChosenUpto)
+}
+
+// partition cuts links for a while: either the cluster splits in two, or
+// one direction of one link fails.
+func (r *run) partition() {
+	var links []link
+	if r.w.chance(0.5) {
+		side := make([]bool, len(r.nodes))
+		cut := 1 + r.w.rng.IntN(len(r.nodes)-1)
+		for _, i := range r.w.rng.Perm(len(r.nodes))[:cut] {
+			side[i] = true
+		}
+		for i, a := range r.nodes {
+			for j, b := range r.nodes {
+				if side[i] != side[j] {
+					links = append(links, link{a.id, b.id})
+				}
+			}
+		}
+	} else {
+		p := r.w.rng.Perm(len(r.nodes))
+		links = append(links, link{r.nodes[p[0]].id, r.nodes[p[1]].id})
+	}
+	r.stats.Partitions++
+	for _, l := range links {
+		r.blocked[l]++
+	}
+	r.w.tracef("partition %v", links)
+	r.w.after(r.w.between(r.opts.MaxDelay, 3*r.opts.MaxDown/2+100*r.opts.MaxDelay), func() {
+		for _, l := range links {
+			if r.blocked[l] > 0 {
+				r.blocked[l]--
+			}
+		}
+		r.w.tracef("heal %v", links)
+	})
+}

@@ -1,0 +1,100 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/paxoskit/paxos/core"
+)
+
+// Options is everything a run depends on. Derive draws them from a seed;
+// a run with the same Options replays exactly.
+type Options struct {
+	Seed   uint64
+	Nodes  int // 3 or 5
+	Groups int
+	Window int
+
+	Clients   int
+	ThinkTime time.Duration // upper bound of a client's pause between ops
+	Keys      int
+
+	// Fault rates, drawn per seed (swarm testing): some seeds get none of a
+	// fault, others a lot.
+	DropRate      float64       // per message
+	DupRate       float64       // per message
+	ReorderRate   float64       // per message: an extra delay up to LongDelay
+	MinDelay      time.Duration // network latency range
+	MaxDelay      time.Duration
+	LongDelay     time.Duration
+	PartitionRate float64 // partitions started per simulated second
+	CrashRate     float64 // crashes per simulated second
+	TornRate      float64 // chance a crash keeps a prefix of unsynced bytes
+	MaxDown       time.Duration
+	SyncLatency   time.Duration // upper bound of one fsync
+
+	SafetyTime   time.Duration // faults on
+	SettleTime   time.Duration // after healing, before liveness is demanded
+	LivenessTime time.Duration // clients must succeed
+	DrainTime    time.Duration // clients stopped; nodes must converge
+
+	Canary core.Canary
+}
+
+// Derive draws a run's options from its seed. nodes and groups of 0 are
+// drawn too.
+func Derive(seed uint64, nodes, groups int) Options {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	some := func(p float64, hi float64) float64 {
+		if r.Float64() < p {
+			return 0
+		}
+		return r.Float64() * hi
+	}
+	if nodes == 0 {
+		nodes = []int{3, 5}[r.IntN(2)]
+	}
+	if groups == 0 {
+		groups = 1 + r.IntN(2)
+	}
+	return Options{
+		Seed:          seed,
+		Nodes:         nodes,
+		Groups:        groups,
+		Window:        []int{1, 2, 4, 16}[r.IntN(4)],
+		Clients:       2 + r.IntN(4),
+		ThinkTime:     time.Duration(5+r.IntN(60)) * time.Millisecond,
+		Keys:          2 + r.IntN(4),
+		DropRate:      some(0.3, 0.2),
+		DupRate:       some(0.5, 0.1),
+		ReorderRate:   some(0.5, 0.1),
+		MinDelay:      time.Duration(50+r.IntN(500)) * time.Microsecond,
+		MaxDelay:      time.Duration(1+r.IntN(20)) * time.Millisecond,
+		LongDelay:     time.Duration(50+r.IntN(500)) * time.Millisecond,
+		PartitionRate: some(0.3, 1.5),
+		CrashRate:     some(0.3, 1.5),
+		TornRate:      r.Float64(),
+		MaxDown:       time.Duration(10+r.IntN(2000)) * time.Millisecond,
+		SyncLatency:   time.Duration(50+r.IntN(5000)) * time.Microsecond,
+		SafetyTime:    5 * time.Second,
+		SettleTime:    3 * time.Second,
+		LivenessTime:  3 * time.Second,
+		DrainTime:     3 * time.Second,
+	}
+}
+
+func (o Options) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed=%d nodes=%d groups=%d window=%d clients=%d think=%v keys=%d\n",
+		o.Seed, o.Nodes, o.Groups, o.Window, o.Clients, o.ThinkTime, o.Keys)
+	fmt.Fprintf(&b, "  net: drop=%.3f dup=%.3f reorder=%.3f delay=%v..%v long=%v partitions=%.2f/s\n",
+		o.DropRate, o.DupRate, o.ReorderRate, o.MinDelay, o.MaxDelay, o.LongDelay, o.PartitionRate)
+	fmt.Fprintf(&b, "  nodes: crashes=%.2f/s torn=%.2f maxdown=%v sync<=%v\n", o.CrashRate, o.TornRate, o.MaxDown, o.SyncLatency)
+	fmt.Fprintf(&b, "  phases: safety=%v settle=%v liveness=%v drain=%v", o.SafetyTime, o.SettleTime, o.LivenessTime, o.DrainTime)
+	if o.Canary != core.CanaryNone {
+		fmt.Fprintf(&b, " canary=%d", o.Canary)
+	}
+	return b.String()
+}

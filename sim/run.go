@@ -1,0 +1,261 @@
+package sim
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"time"
+
+	"github.com/paxoskit/paxos/core"
+	pb "github.com/paxoskit/paxos/core/paxospb"
+	"github.com/paxoskit/paxos/linearizability"
+)
+
+// proposeTimeout is the node's proposal timeout in simulated runs.
+const proposeTimeout = 2 * time.Second
+
+// Stats counts what happened in a run, faults included, so a sweep can show
+// which faults actually fired.
+type Stats struct {
+	Events                                        uint64
+	Sent, Delivered, Dropped, Duplicated, Delayed uint64
+	PartitionDrops, Partitions                    uint64
+	Crashes, Restarts, TornWrites, LostBytes      uint64
+	Syncs, Commits                                uint64
+	Ops, OpsOK, OpsUnknown                        uint64
+	SimTime                                       time.Duration
+}
+
+// Result is the outcome of one run.
+type Result struct {
+	Options Options
+	Stats   Stats
+	// Err is the first violated invariant, nil if the run passed.
+	Err     error
+	Verdict linearizability.Verdict
+	history *linearizability.Recorder
+}
+
+// WriteHTML writes the porcupine visualization of the run's client history.
+func (res *Result) WriteHTML(path string) error {
+	if res.history == nil {
+		return errors.New("sim: run has no history")
+	}
+	return res.history.WriteHTML(path, res.Verdict)
+}
+
+// Violation is an invariant a run broke.
+type Violation struct {
+	Check string // agreement, order, validity, durability, liveness, linearizability, ...
+	Msg   string
+}
+
+func (v *Violation) Error() string { return v.Check + ": " + v.Msg }
+
+type netFaults struct{ drop, dup, reorder float64 }
+
+// run is the state of one simulated run.
+type run struct {
+	opts    Options
+	w       *world
+	nodes   []*simNode
+	net     netFaults
+	blocked map[link]int
+	clients []*client
+	rec     *linearizability.Recorder
+	stats   Stats
+	err     error
+
+	healAt, liveFrom, clientStop, end time.Duration
+
+	chosen   [][]*pb.Value              // per group, by instance: the oracle
+	ids      []map[valueID]uint64       // per group: instance of each proposal
+	proposed map[string]struct{}        // every value a client proposed
+	acked    []ack                      // proposals reported successful
+}
+
+type valueID struct{ node, boot, seq uint64 }
+
+type ack struct{ group, instance uint64 }
+
+// Run executes one simulated run; trace, if non-nil, receives every event.
+func Run(opts Options, trace io.Writer) (res *Result) {
+	r := &run{
+		opts:     opts,
+		w:        newWorld(opts.Seed, trace),
+		blocked:  map[link]int{},
+		rec:      linearizability.NewRecorder(),
+		chosen:   make([][]*pb.Value, opts.Groups),
+		ids:      make([]map[valueID]uint64, opts.Groups),
+		proposed: map[string]struct{}{},
+		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate},
+	}
+	for g := range r.ids {
+		r.ids[g] = map[valueID]uint64{}
+	}
+	r.healAt = opts.SafetyTime
+	r.liveFrom = r.healAt + opts.SettleTime
+	r.clientStop = r.liveFrom + opts.LivenessTime
+	r.end = r.clientStop + opts.DrainTime
+	res = &Result{Options: opts, history: r.rec}
+	defer func() {
+		if p := recover(); p != nil {
+			res.Err = &Violation{"panic", fmt.Sprintf("%v\n%s", p, debug.Stack())}
+		}
+		r.stats.Events = r.w.events
+		r.stats.SimTime = r.w.now
+		res.Stats = r.stats
+	}()
+	r.w.tracef("options %s", opts)
+	for i := range opts.Nodes {
+		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1)})
+	}
+	for _, n := range r.nodes {
+		r.start(n)
+	}
+	for i := range opts.Clients {
+		c := &client{id: i, r: r, versions: map[string]uint64{}}
+		r.clients = append(r.clients, c)
+		c.next()
+	}
+	r.scheduleFault(opts.CrashRate, r.crashOne)
+	r.scheduleFault(opts.PartitionRate, r.partition)
+	r.w.at(r.healAt, r.heal)
+	for r.err == nil && r.w.now < r.end {
+		r.w.runUntil(min(r.w.now+100*time.Millisecond, r.end))
+	}
+	if r.err == nil {
+		r.checkEnd()
+	}
+	if r.err == nil {
+		res.Verdict = r.rec.Check(time.Minute)
+		if !res.Verdict.OK() {
+			r.failf("history of %d ops (%d unknown) is not linearizable (porcupine %v)", res.Verdict.Ops, res.Verdict.Unknown, res.Verdict.Result)
+			r.err.(*Violation).Check = "linearizability"
+		}
+	}
+	res.Err = r.err
+	return res
+}
+
+func (r *run) failf(format string, args ...any) {
+	r.failCheck("invariant", format, args...)
+}
+
+func (r *run) failCheck(check, format string, args ...any) {
+	if r.err != nil {
+		return
+	}
+	r.err = &Violation{check, fmt.Sprintf(format, args...)}
+	r.w.tracef("VIOLATION %v", r.err)
+}
+
+// scheduleFault fires f at exponentially distributed intervals during the
+// safety phase.
+func (r *run) scheduleFault(rate float64, f func()) {
+	if rate <= 0 {
+		return
+	}
+	at := r.w.now + time.Duration(r.w.rng.ExpFloat64()/rate*float64(time.Second))
+	if at >= r.healAt {
+		return
+	}
+	r.w.at(at, func() {
+		f()
+		r.scheduleFault(rate, f)
+	})
+}
+
+func (r *run) crashOne() {
+	n := r.nodes[r.w.rng.IntN(len(r.nodes))]
+	if !n.up {
+		return
+	}
+	r.crash(n)
+	r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
+		if r.w.now < r.healAt {
+			r.restart(n)
+		}
+	})
+}
+
+// heal ends the safety phase: every node comes back, links are repaired and
+// the network stops losing, duplicating and badly delaying messages.
+func (r *run) heal() {
+	r.w.tracef("heal all")
+	clear(r.blocked)
+	r.net = netFaults{}
+	for _, n := range r.nodes {
+		r.restart(n)
+	}
+}
+
+// onCommit is the oracle: every node's every executed instance passes here.
+func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
+	r.w.tracef("n%d g%d exec %d noop=%v from=%d.%d.%d", n.id, g, i, v.Noop, v.Node, v.Boot, v.Seq)
+	if want := n.lastExec[g] + 1; i != want {
+		r.failCheck("order", "node %d group %d executed instance %d, expected %d", n.id, g, i, want)
+		return
+	}
+	n.lastExec[g] = i
+	chosen := r.chosen[g]
+	for uint64(len(chosen)) <= i {
+		chosen = append(chosen, nil)
+	}
+	r.chosen[g] = chosen
+	if prev := chosen[i]; prev != nil {
+		if !core.SameProposal(prev, v) {
+			r.failCheck("agreement", "group %d instance %d: node %d executed %v, earlier execution was %v", g, i, n.id, v, prev)
+		}
+		return
+	}
+	chosen[i] = v
+	r.stats.Commits++
+	if v.Noop {
+		return
+	}
+	if _, ok := r.proposed[string(v.Data)]; !ok {
+		r.failCheck("validity", "group %d instance %d: value %q was never proposed", g, i, v.Data)
+	}
+	id := valueID{v.Node, v.Boot, v.Seq}
+	if at, dup := r.ids[g][id]; dup {
+		r.failCheck("validity", "group %d: proposal %v chosen at instances %d and %d", g, id, at, i)
+	}
+	r.ids[g][id] = i
+}
+
+// checkEnd runs after the drain: every node is up and has executed the
+// same instances into the same state, including every acknowledged one.
+func (r *run) checkEnd() {
+	for g := range uint64(r.opts.Groups) {
+		top := uint64(len(r.chosen[g])) - 1
+		if len(r.chosen[g]) == 0 {
+			top = 0
+		}
+		var digest uint64
+		for k, n := range r.nodes {
+			if !n.up {
+				r.failCheck("liveness", "node %d is down after healing", n.id)
+				return
+			}
+			if n.lastExec[g] != top || n.node.ChosenUpto(g) != top {
+				r.failCheck("liveness", "group %d: node %d executed up to %d (chosen %d), cluster reached %d",
+					g, n.id, n.lastExec[g], n.node.ChosenUpto(g), top)
+				return
+			}
+			d := n.sm.Digest(g)
+			if k > 0 && d != digest {
+				r.failCheck("agreement", "group %d: node %d state digest %x differs from node 1's %x", g, n.id, d, digest)
+				return
+			}
+			digest = d
+		}
+	}
+	for _, a := range r.acked {
+		if a.instance >= uint64(len(r.chosen[a.group])) || r.chosen[a.group][a.instance] == nil {
+			r.failCheck("durability", "group %d instance %d was acknowledged but is not chosen", a.group, a.instance)
+			return
+		}
+	}
+}

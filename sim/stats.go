@@ -1,0 +1,30 @@
+package sim
+
+import "fmt"
+
+func (s *Stats) add(o Stats) {
+	s.Events += o.Events
+	s.Sent += o.Sent
+	s.Delivered += o.Delivered
+	s.Dropped += o.Dropped
+	s.Duplicated += o.Duplicated
+	s.Delayed += o.Delayed
+	s.PartitionDrops += o.PartitionDrops
+	s.Partitions += o.Partitions
+	s.Crashes += o.Crashes
+	s.Restarts += o.Restarts
+	s.TornWrites += o.TornWrites
+	s.LostBytes += o.LostBytes
+	s.Syncs += o.Syncs
+	s.Commits += o.Commits
+	s.Ops += o.Ops
+	s.OpsOK += o.OpsOK
+	s.OpsUnknown += o.OpsUnknown
+	s.SimTime += o.SimTime
+}
+
+func (s Stats) String() string {
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d restarts=%d torn=%d lost-bytes=%d syncs=%d",
+		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
+		s.Partitions, s.PartitionDrops, s.Crashes, s.Restarts, s.TornWrites, s.LostBytes, s.Syncs)
+}
