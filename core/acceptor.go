@@ -49,16 +49,26 @@ func (c *Core) onAccept(m *pb.Message) {
 	c.promise(b)
 	c.yield(b)
 	if b.Node != c.cfg.ID {
-		c.leader, c.leaderTicks = b.Node, 0
+		c.followLeader(b)
 	}
 	ids := make([]uint64, 0, len(m.Entries))
+	var chosen []*pb.Entry
 	for _, e := range m.Entries {
-		if old := c.log[e.Instance]; old == nil || !old.Chosen {
-			c.setLog(&pb.Entry{Instance: e.Instance, Ballot: m.Ballot, Value: e.Value})
+		if old := c.log[e.Instance]; old != nil && old.Chosen {
+			// Already decided: tell the proposer the outcome instead of
+			// voting, so every vote we send stands on a stored record.
+			chosen = append(chosen, old)
+			continue
 		}
+		c.setLog(&pb.Entry{Instance: e.Instance, Ballot: m.Ballot, Value: e.Value})
 		ids = append(ids, e.Instance)
 	}
-	c.send(&pb.Message{Type: pb.MsgType_MSG_ACCEPTED, To: m.From, Ballot: m.Ballot, Instances: ids})
+	if len(ids) > 0 {
+		c.send(&pb.Message{Type: pb.MsgType_MSG_ACCEPTED, To: m.From, Ballot: m.Ballot, Instances: ids})
+	}
+	if len(chosen) > 0 {
+		c.send(&pb.Message{Type: pb.MsgType_MSG_CHOSEN, To: m.From, Entries: chosen})
+	}
 }
 
 func (c *Core) onHeartbeat(m *pb.Message) {
@@ -68,5 +78,10 @@ func (c *Core) onHeartbeat(m *pb.Message) {
 		return
 	}
 	c.yield(b)
-	c.leader, c.leaderTicks = b.Node, 0
+	c.followLeader(b)
+}
+
+// followLeader records that b's proposer leads; proposals go there.
+func (c *Core) followLeader(b Ballot) {
+	c.leader, c.leaderBallot, c.leaderTicks = b.Node, b, 0
 }

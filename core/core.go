@@ -130,11 +130,12 @@ type Core struct {
 	seq         uint64
 	fwdSeen     map[origin]*seenWindow
 
-	leader      uint64 // leader heard from recently, 0 if none
-	leaderTicks int
-	learnTicks  int
-	stuckTicks  int
-	lastUpto    uint64
+	leader       uint64 // leader heard from recently, 0 if none
+	leaderBallot Ballot
+	leaderTicks  int
+	learnTicks   int
+	stuckTicks   int
+	lastUpto     uint64
 
 	// Output not yet handed out in a Ready.
 	msgs        []*pb.Message
@@ -151,7 +152,8 @@ type Core struct {
 // Stats counts protocol events of one Core.
 type Stats struct {
 	Prepares, Promotions, StepDowns, Rejects, Forwards uint64
-	Chosen, Learned, Conflicts                          uint64
+	DroppedForwards                                    uint64
+	Chosen, Learned, Conflicts                         uint64
 }
 
 // New restores a Core from its durable state: the last HardState (nil for a
@@ -328,11 +330,11 @@ func (c *Core) validate(m *pb.Message) error {
 	}
 	switch m.Type {
 	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPT,
-		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_REJECT, pb.MsgType_MSG_HEARTBEAT:
+		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_REJECT, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_FORWARD:
 		if m.Ballot == nil || ballotOf(m.Ballot).IsZero() {
 			return fmt.Errorf("%w: %v without ballot", ErrInvalidMessage, m.Type)
 		}
-	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_REQ, pb.MsgType_MSG_LEARN_RESP, pb.MsgType_MSG_FORWARD:
+	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_REQ, pb.MsgType_MSG_LEARN_RESP:
 	default:
 		return fmt.Errorf("%w: type %v", ErrInvalidMessage, m.Type)
 	}

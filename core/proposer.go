@@ -129,22 +129,17 @@ func (c *Core) onReject(m *pb.Message) {
 	}
 }
 
+// onForward takes proposals a follower handed over. They are addressed to
+// one leadership (a ballot): a copy that arrives late, after this node lost
+// or restarted its leadership, is dropped, since the original may already
+// be chosen and this node no longer knows it. The origin then times out.
 func (c *Core) onForward(m *pb.Message) {
-	fresh := m.Values[:0:0]
+	if c.role != leading || ballotOf(m.Ballot) != c.ballot {
+		c.Stats.DroppedForwards++
+		return
+	}
 	for _, v := range m.Values {
-		if c.firstSight(v) {
-			fresh = append(fresh, v)
-		}
-	}
-	if len(fresh) == 0 {
-		return
-	}
-	if c.role == follower && c.leader != 0 && c.leader != m.From && m.Instance < 2 {
-		c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Values: fresh, Instance: m.Instance + 1})
-		return
-	}
-	for _, v := range fresh {
-		if len(c.queue) < c.cfg.MaxQueue {
+		if c.firstSight(v) && len(c.queue) < c.cfg.MaxQueue {
 			c.queue = append(c.queue, v)
 		}
 	}
@@ -162,7 +157,7 @@ func (c *Core) dispatch() {
 	case follower:
 		if c.leader != 0 && c.leader != c.cfg.ID {
 			c.Stats.Forwards++
-			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Values: c.queue})
+			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Ballot: c.leaderBallot.pb(), Values: c.queue})
 			c.queue = nil
 		} else if c.backoff == 0 {
 			c.startPrepare()

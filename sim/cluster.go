@@ -19,6 +19,8 @@ type simNode struct {
 	sm       *kvsm.Machine
 	disk     disk
 	lastExec []uint64 // per group, in this incarnation
+	syncing  int      // syncs in flight
+	revealed revealed // acceptor state its messages exposed
 }
 
 // nodeEnv implements env's seams for one incarnation of a node.
@@ -59,7 +61,10 @@ func (e *nodeEnv) AfterFunc(d time.Duration, f func()) env.Timer {
 	return t
 }
 
-func (e *nodeEnv) Send(to uint64, msg []byte) { e.r.send(e.n.id, to, msg) }
+func (e *nodeEnv) Send(to uint64, msg []byte) {
+	e.r.noteSent(e.n, msg)
+	e.r.send(e.n.id, to, msg)
+}
 
 func (e *nodeEnv) Load(group uint64) ([]*pb.Record, error) { return e.n.disk.load(group) }
 
@@ -67,8 +72,10 @@ func (e *nodeEnv) Write(recs []*pb.Record) error { return e.n.disk.write(recs) }
 
 func (e *nodeEnv) Sync(done func(error)) {
 	upto := len(e.n.disk.data)
+	e.n.syncing++
 	e.r.w.after(e.r.w.between(e.r.opts.SyncLatency/10, e.r.opts.SyncLatency), func() {
 		if e.alive() {
+			e.n.syncing--
 			e.r.stats.Syncs++
 			e.n.disk.durable = max(e.n.disk.durable, upto)
 			done(nil)
@@ -82,6 +89,7 @@ func (e *nodeEnv) IntN(n int) int { return e.r.w.rng.IntN(n) }
 func (r *run) start(n *simNode) {
 	n.inc++
 	n.up = true
+	n.syncing = 0
 	torn, err := n.disk.open()
 	if err != nil {
 		r.failf("node %d: storage: %v", n.id, err)
@@ -128,6 +136,7 @@ func (r *run) crash(n *simNode) {
 		keep = r.w.rng.IntN(unsynced)
 	}
 	r.stats.LostBytes += uint64(n.disk.crash(keep))
+	r.checkDurable(n)
 	n.up = false
 	n.node = nil
 	r.stats.Crashes++

@@ -77,7 +77,7 @@ func Derive(seed uint64, nodes, groups int) Options {
 		CrashRate:     some(0.3, 1.5),
 		TornRate:      r.Float64(),
 		MaxDown:       time.Duration(10+r.IntN(2000)) * time.Millisecond,
-		SyncLatency:   time.Duration(50+r.IntN(5000)) * time.Microsecond,
+		SyncLatency:   time.Duration(50+r.IntN([]int{2000, 20000}[r.IntN(2)])) * time.Microsecond,
 		SafetyTime:    5 * time.Second,
 		SettleTime:    3 * time.Second,
 		LivenessTime:  3 * time.Second,

@@ -21,7 +21,8 @@ type Stats struct {
 	Events                                        uint64
 	Sent, Delivered, Dropped, Duplicated, Delayed uint64
 	PartitionDrops, Partitions                    uint64
-	Crashes, Restarts, TornWrites, LostBytes      uint64
+	Crashes, PowerCuts, Restarts, TornWrites      uint64
+	LostBytes                                     uint64
 	Syncs, Commits                                uint64
 	Ops, OpsOK, OpsUnknown                        uint64
 	SimTime                                       time.Duration
@@ -69,10 +70,10 @@ type run struct {
 
 	healAt, liveFrom, clientStop, end time.Duration
 
-	chosen   [][]*pb.Value              // per group, by instance: the oracle
-	ids      []map[valueID]uint64       // per group: instance of each proposal
-	proposed map[string]struct{}        // every value a client proposed
-	acked    []ack                      // proposals reported successful
+	chosen   [][]*pb.Value        // per group, by instance: the oracle
+	ids      []map[valueID]uint64 // per group: instance of each proposal
+	proposed map[string]struct{}  // every value a client proposed
+	acked    []ack                // proposals reported successful
 }
 
 type valueID struct{ node, boot, seq uint64 }
@@ -167,17 +168,42 @@ func (r *run) scheduleFault(rate float64, f func()) {
 	})
 }
 
+// crashOne crashes a random node, most often one with a sync in flight:
+// the crash then lands between writes and their sync, where lost records
+// matter most. Sometimes several nodes fail at once, as in a power cut.
 func (r *run) crashOne() {
-	n := r.nodes[r.w.rng.IntN(len(r.nodes))]
-	if !n.up {
-		return
-	}
-	r.crash(n)
-	r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
-		if r.w.now < r.healAt {
-			r.restart(n)
+	victims := []*simNode{r.nodes[r.w.rng.IntN(len(r.nodes))]}
+	switch {
+	case r.w.chance(0.3):
+		victims = victims[:0]
+		for _, m := range r.nodes {
+			if m.syncing > 0 || r.w.chance(0.5) {
+				victims = append(victims, m)
+			}
 		}
-	})
+		r.stats.PowerCuts++
+	case r.w.chance(0.7):
+		var syncing []*simNode
+		for _, m := range r.nodes {
+			if m.up && m.syncing > 0 {
+				syncing = append(syncing, m)
+			}
+		}
+		if len(syncing) > 0 {
+			victims[0] = syncing[r.w.rng.IntN(len(syncing))]
+		}
+	}
+	for _, n := range victims {
+		if !n.up {
+			continue
+		}
+		r.crash(n)
+		r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
+			if r.w.now < r.healAt {
+				r.restart(n)
+			}
+		})
+	}
 }
 
 // heal ends the safety phase: every node comes back, links are repaired and

@@ -12,6 +12,7 @@ func (s *Stats) add(o Stats) {
 	s.PartitionDrops += o.PartitionDrops
 	s.Partitions += o.Partitions
 	s.Crashes += o.Crashes
+	s.PowerCuts += o.PowerCuts
 	s.Restarts += o.Restarts
 	s.TornWrites += o.TornWrites
 	s.LostBytes += o.LostBytes
@@ -24,7 +25,7 @@ func (s *Stats) add(o Stats) {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d restarts=%d torn=%d lost-bytes=%d syncs=%d",
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d torn=%d lost-bytes=%d syncs=%d",
 		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
-		s.Partitions, s.PartitionDrops, s.Crashes, s.Restarts, s.TornWrites, s.LostBytes, s.Syncs)
+		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.TornWrites, s.LostBytes, s.Syncs)
 }

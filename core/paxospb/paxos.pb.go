@@ -36,7 +36,7 @@ const (
 	MsgType_MSG_LEARN_REQ  MsgType = 7  // instance = first instance the sender lacks
 	MsgType_MSG_LEARN_RESP MsgType = 8  // entries = chosen values from the requested instance
 	MsgType_MSG_HEARTBEAT  MsgType = 9  // ballot = the leader's ballot
-	MsgType_MSG_FORWARD    MsgType = 10 // values = proposals handed to the leader
+	MsgType_MSG_FORWARD    MsgType = 10 // values = proposals handed to the leader of ballot
 )
 
 // Enum value maps for MsgType.

@@ -1,0 +1,23 @@
+package sim
+
+import "testing"
+
+// regressions are seeds that once found a real bug, with what they found.
+// They run on every test, with the options they were found with.
+var regressions = []struct {
+	seed  uint64
+	nodes int
+	found string
+}{
+	{2, 0, "a duplicated FORWARD made the leader propose one value in two instances"},
+	{776, 0, "a FORWARD delayed past the leader's restart was proposed again after it was chosen"},
+}
+
+func TestSimRegressions(t *testing.T) {
+	for _, rg := range regressions {
+		opts := Derive(rg.seed, rg.nodes, 0)
+		if res := Run(opts, nil); res.Err != nil {
+			t.Errorf("seed %d (once: %s) fails again: %v", rg.seed, rg.found, res.Err)
+		}
+	}
+}
