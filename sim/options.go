@@ -53,11 +53,13 @@ func Derive(seed uint64, nodes, groups int) Options {
 		}
 		return r.Float64() * hi
 	}
+	// Draw both always, so fixing one keeps every other option of the seed.
+	drawnNodes, drawnGroups := []int{3, 5}[r.IntN(2)], 1+r.IntN(2)
 	if nodes == 0 {
-		nodes = []int{3, 5}[r.IntN(2)]
+		nodes = drawnNodes
 	}
 	if groups == 0 {
-		groups = 1 + r.IntN(2)
+		groups = drawnGroups
 	}
 	return Options{
 		Seed:          seed,

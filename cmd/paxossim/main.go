@@ -1,0 +1,194 @@
+// Command paxossim runs the deterministic simulator: sweep many seeds in
+// parallel, or replay one seed with its full event trace.
+//
+//	paxossim sweep --seeds 10000 [--start 1] [--nodes 3|5] [--groups G]
+//	paxossim replay --seed 42 [--nodes K] [--groups G] [--trace] [--html out.html]
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/paxoskit/paxos/core"
+	"github.com/paxoskit/paxos/sim"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var code int
+	switch os.Args[1] {
+	case "sweep":
+		code = sweep(os.Args[2:], os.Stdout, os.Stderr)
+	case "replay":
+		code = replay(os.Args[2:], os.Stdout)
+	default:
+		usage()
+	}
+	os.Exit(code)
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: paxossim sweep --seeds N [--start S] [--nodes 3|5] [--groups G] [--workers W]")
+	fmt.Fprintln(os.Stderr, "       paxossim replay --seed S [--nodes K] [--groups G] [--trace] [--html FILE]")
+	os.Exit(2)
+}
+
+type common struct {
+	nodes, groups, canary int
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.IntVar(&c.nodes, "nodes", 0, "cluster size (3 or 5); 0 draws it from the seed")
+	fs.IntVar(&c.groups, "groups", 0, "Paxos groups per node; 0 draws 1 or 2 from the seed")
+	fs.IntVar(&c.canary, "canary", 0, "switch on a deliberately broken protocol variant (tests only)")
+}
+
+func (c *common) options(seed uint64) sim.Options {
+	o := sim.Derive(seed, c.nodes, c.groups)
+	o.Canary = core.Canary(c.canary)
+	return o
+}
+
+func (c *common) flags() string {
+	s := ""
+	if c.nodes != 0 {
+		s += fmt.Sprintf(" --nodes %d", c.nodes)
+	}
+	if c.groups != 0 {
+		s += fmt.Sprintf(" --groups %d", c.groups)
+	}
+	if c.canary != 0 {
+		s += fmt.Sprintf(" --canary %d", c.canary)
+	}
+	return s
+}
+
+func sweep(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sweep", flag.ExitOnError)
+	var c common
+	c.register(fs)
+	seeds := fs.Int("seeds", 1000, "how many seeds to run")
+	start := fs.Uint64("start", 1, "first seed")
+	workers := fs.Int("workers", runtime.NumCPU(), "parallel runs")
+	fs.Parse(args)
+
+	type failure struct {
+		seed uint64
+		err  error
+	}
+	var (
+		next    atomic.Uint64
+		done    atomic.Int64
+		failed  atomic.Int64
+		simTime atomic.Int64
+		mu      sync.Mutex
+		fails   []failure
+		wg      sync.WaitGroup
+	)
+	next.Store(*start)
+	end := *start + uint64(*seeds)
+	began := time.Now()
+	for range max(*workers, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				seed := next.Add(1) - 1
+				if seed >= end {
+					return
+				}
+				res := sim.Run(c.options(seed), nil)
+				simTime.Add(int64(res.Stats.SimTime))
+				if res.Err != nil {
+					failed.Add(1)
+					mu.Lock()
+					fails = append(fails, failure{seed, res.Err})
+					mu.Unlock()
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				el := time.Since(began).Seconds()
+				fmt.Fprintf(stderr, "\r%d/%d seeds, %d failed, %.0f seeds/s   ", done.Load(), *seeds, failed.Load(), float64(done.Load())/el)
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	el := time.Since(began)
+	fmt.Fprintf(stderr, "\r%60s\r", "")
+	for _, f := range fails {
+		fmt.Fprintf(stdout, "FAIL seed %d: %v\n  replay: go run ./cmd/paxossim replay --seed %d%s --trace\n", f.seed, firstLine(f.err.Error()), f.seed, c.flags())
+	}
+	fmt.Fprintf(stdout, "%.1f seeds/s, %.0fx simulated time per wall time (%d workers, %v)\n",
+		float64(*seeds)/el.Seconds(), float64(simTime.Load())/float64(el), *workers, el.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "%d passed, %d failed\n", *seeds-int(failed.Load()), failed.Load())
+	if failed.Load() > 0 {
+		return 1
+	}
+	return 0
+}
+
+func replay(args []string, stdout io.Writer) int {
+	fs := flag.NewFlagSet("replay", flag.ExitOnError)
+	var c common
+	c.register(fs)
+	seed := fs.Uint64("seed", 0, "seed to replay")
+	trace := fs.Bool("trace", false, "print every event")
+	html := fs.String("html", "", "write the porcupine visualization of the history to this file")
+	fs.Parse(args)
+	if *seed == 0 {
+		usage()
+	}
+	out := bufio.NewWriter(stdout)
+	defer out.Flush()
+	opts := c.options(*seed)
+	fmt.Fprintf(out, "options: %s\n", opts)
+	var tw io.Writer
+	if *trace {
+		tw = out
+	}
+	res := sim.Run(opts, tw)
+	fmt.Fprintf(out, "stats: %s\n", res.Stats)
+	if *html != "" {
+		if err := res.WriteHTML(*html); err != nil {
+			fmt.Fprintf(out, "html: %v\n", err)
+		} else {
+			fmt.Fprintf(out, "history visualization written to %s\n", *html)
+		}
+	}
+	if res.Err != nil {
+		fmt.Fprintf(out, "FAIL seed %d: %v\n", *seed, res.Err)
+		return 1
+	}
+	fmt.Fprintf(out, "PASS seed %d\n", *seed)
+	return 0
+}
+
+func firstLine(s string) string {
+	for i := range len(s) {
+		if s[i] == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}
