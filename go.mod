@@ -6,3 +6,5 @@ require (
 	github.com/anishathalye/porcupine v1.3.1
 	google.golang.org/protobuf v1.36.12
 )
+
+require pgregory.net/rapid v1.3.0 // indirect

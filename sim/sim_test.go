@@ -65,3 +65,27 @@ func TestSim(t *testing.T) {
 		t.Fatalf("sweep committed nothing: %+v", total)
 	}
 }
+
+// TestDeterminism runs seeds twice with full traces: the traces must match
+// byte for byte, and must differ between seeds.
+func TestDeterminism(t *testing.T) {
+	var first []byte
+	for _, seed := range []uint64{3, 11, 29} {
+		opts := Derive(seed, 0, 0)
+		var a, b bytes.Buffer
+		ra, rb := Run(opts, &a), Run(opts, &b)
+		if a.Len() < 1000 {
+			t.Fatalf("seed %d: trace of %d bytes is too short to mean anything", seed, a.Len())
+		}
+		if !bytes.Equal(a.Bytes(), b.Bytes()) {
+			t.Fatalf("seed %d: two runs traced differently (%d vs %d bytes)", seed, a.Len(), b.Len())
+		}
+		if ra.Stats != rb.Stats {
+			t.Fatalf("seed %d: stats differ: %+v vs %+v", seed, ra.Stats, rb.Stats)
+		}
+		if first != nil && bytes.Equal(first, a.Bytes()) {
+			t.Fatalf("seed %d traced exactly like another seed", seed)
+		}
+		first = a.Bytes()
+	}
+}
