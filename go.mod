@@ -7,4 +7,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require pgregory.net/rapid v1.3.0 // indirect
+require (
+	github.com/syndtr/goleveldb v1.0.0 // indirect
+	pgregory.net/rapid v1.3.0 // indirect
+)

@@ -56,7 +56,14 @@ type Options struct {
 	Window         int           // instances in flight per group; default 16
 	MaxValueSize   int           // default 8 MiB
 	MaxPending     int           // proposals waiting per group; default 4096
-	Logger         *slog.Logger  // default discards
+
+	// BatchPropose flushes a batch at BatchCount values (default 5),
+	// BatchBytes bytes (default 512 KiB) or BatchDelay after its first
+	// value (default 20ms), the PhxPaxos defaults.
+	BatchCount int
+	BatchBytes int
+	BatchDelay time.Duration
+	Logger     *slog.Logger // default discards
 
 	// OnCommit, if set, sees every chosen instance in order on this node,
 	// no-ops included, before it is executed. For monitoring and checkers.
@@ -84,6 +91,15 @@ func (o *Options) setDefaults() error {
 	}
 	if o.MaxPending == 0 {
 		o.MaxPending = 4096
+	}
+	if o.BatchCount == 0 {
+		o.BatchCount = 5
+	}
+	if o.BatchBytes == 0 {
+		o.BatchBytes = 512 << 10
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = 20 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -122,17 +138,30 @@ type Stats struct {
 }
 
 type group struct {
-	id   uint64
-	core *core.Core
-	sms  []StateMachine
+	id    uint64
+	core  *core.Core
+	sms   []StateMachine
+	batch batcher
 }
 
 type pendingKey struct{ group, seq uint64 }
 
+// proposal is a value this node proposed and waits for: a single value
+// (cb) or a batch (items).
 type proposal struct {
 	ctx   any
 	cb    func(uint64, error)
+	items []batchItem
 	timer env.Timer
+}
+
+func (p *proposal) fail(err error) {
+	if p.cb != nil {
+		p.cb(0, err)
+	}
+	for i, it := range p.items {
+		it.cb(0, uint32(i), err)
+	}
 }
 
 type groupReady struct {
@@ -230,6 +259,9 @@ func (n *Node) stop(err error) {
 	if n.tick != nil {
 		n.tick.Stop()
 	}
+	for _, g := range n.groups {
+		n.flushBatch(g) // fails the unflushed values with ErrClosed
+	}
 	keys := make([]pendingKey, 0, len(n.pending))
 	for k := range n.pending {
 		keys = append(keys, k)
@@ -244,32 +276,14 @@ func (n *Node) stop(err error) {
 		p := n.pending[k]
 		delete(n.pending, k)
 		p.timer.Stop()
-		p.cb(0, err)
+		p.fail(err)
 	}
 }
 
 func (n *Node) propose(gid uint64, value []byte, smCtx *SMCtx, cb func(uint64, error)) {
-	switch {
-	case n.closed:
-		cb(0, ErrClosed)
-		return
-	case gid >= uint64(len(n.groups)):
-		cb(0, fmt.Errorf("%w: %d", ErrUnknownGroup, gid))
-		return
-	case len(value) > n.opts.MaxValueSize:
-		cb(0, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), n.opts.MaxValueSize))
-		return
-	}
-	g := n.groups[gid]
-	var smid uint32
-	var ctx any
-	if smCtx != nil {
-		smid, ctx = smCtx.SMID, smCtx.Ctx
-	} else if len(g.sms) > 0 {
-		smid = g.sms[0].SMID()
-	}
-	if g.sm(smid) == nil {
-		cb(0, fmt.Errorf("%w: %d", ErrNoStateMachine, smid))
+	g, smid, ctx, err := n.admit(gid, value, smCtx)
+	if err != nil {
+		cb(0, err)
 		return
 	}
 	seq, ok := g.core.Propose(smid, value)
@@ -277,14 +291,40 @@ func (n *Node) propose(gid uint64, value []byte, smCtx *SMCtx, cb func(uint64, e
 		cb(0, ErrOverloaded)
 		return
 	}
+	n.track(gid, seq, &proposal{ctx: ctx, cb: cb})
+}
+
+// admit checks a proposal and resolves its state machine.
+func (n *Node) admit(gid uint64, value []byte, smCtx *SMCtx) (g *group, smid uint32, ctx any, err error) {
+	switch {
+	case n.closed:
+		return nil, 0, nil, ErrClosed
+	case gid >= uint64(len(n.groups)):
+		return nil, 0, nil, fmt.Errorf("%w: %d", ErrUnknownGroup, gid)
+	case len(value) > n.opts.MaxValueSize:
+		return nil, 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), n.opts.MaxValueSize)
+	}
+	g = n.groups[gid]
+	if smCtx != nil {
+		smid, ctx = smCtx.SMID, smCtx.Ctx
+	} else if len(g.sms) > 0 {
+		smid = g.sms[0].SMID()
+	}
+	if g.sm(smid) == nil {
+		return nil, 0, nil, fmt.Errorf("%w: %d", ErrNoStateMachine, smid)
+	}
+	return g, smid, ctx, nil
+}
+
+// track waits for a proposal core accepted, failing it after ProposeTimeout.
+func (n *Node) track(gid, seq uint64, p *proposal) {
 	n.stats.Proposals++
 	key := pendingKey{gid, seq}
-	p := &proposal{ctx: ctx, cb: cb}
 	p.timer = n.env.Clock.AfterFunc(n.opts.ProposeTimeout, func() {
 		if n.pending[key] == p {
 			delete(n.pending, key)
 			n.stats.Timeouts++
-			cb(0, ErrTimeout)
+			p.fail(ErrTimeout)
 		}
 	})
 	n.pending[key] = p
@@ -436,19 +476,28 @@ func (n *Node) execute(g *group, e *pb.Entry) {
 			p.timer.Stop()
 		}
 	}
-	var err error
-	if sm := g.sm(v.Smid); sm == nil {
-		err = fmt.Errorf("%w: %d", ErrNoStateMachine, v.Smid)
-	} else {
-		var ctx any
-		if p != nil {
-			ctx = p.ctx
-		}
-		if xerr := sm.Execute(g.id, e.Instance, v.Data, ctx); xerr != nil {
-			err = fmt.Errorf("%w: %w", ErrExecuteFailed, xerr)
-		}
+	if v.Batch {
+		n.executeBatch(g, e.Instance, v.Data, p)
+		return
 	}
+	var ctx any
+	if p != nil {
+		ctx = p.ctx
+	}
+	err := n.apply(g, e.Instance, v.Smid, v.Data, ctx)
 	if p != nil {
 		p.cb(e.Instance, err)
 	}
+}
+
+// apply runs one value on the state machine its SMID names.
+func (n *Node) apply(g *group, instance uint64, smid uint32, data []byte, ctx any) error {
+	sm := g.sm(smid)
+	if sm == nil {
+		return fmt.Errorf("%w: %d", ErrNoStateMachine, smid)
+	}
+	if err := sm.Execute(g.id, instance, data, ctx); err != nil {
+		return fmt.Errorf("%w: %w", ErrExecuteFailed, err)
+	}
+	return nil
 }

@@ -239,11 +239,21 @@ func (c *Core) Pending() int { return len(c.queue) }
 // Propose queues a value and returns its sequence number, unique within this
 // incarnation. It reports false when the queue is full.
 func (c *Core) Propose(smid uint32, data []byte) (seq uint64, ok bool) {
+	return c.enqueue(&pb.Value{Smid: smid, Data: data})
+}
+
+// ProposeBatch queues a value whose data is a marshaled paxospb.Batch.
+func (c *Core) ProposeBatch(data []byte) (seq uint64, ok bool) {
+	return c.enqueue(&pb.Value{Data: data, Batch: true})
+}
+
+func (c *Core) enqueue(v *pb.Value) (uint64, bool) {
 	if len(c.queue) >= c.cfg.MaxQueue {
 		return 0, false
 	}
 	c.seq++
-	c.queue = append(c.queue, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Seq: c.seq, Smid: smid, Data: data})
+	v.Node, v.Boot, v.Seq = c.cfg.ID, c.boot, c.seq
+	c.queue = append(c.queue, v)
 	c.dispatch()
 	c.flush()
 	return c.seq, true

@@ -9,7 +9,7 @@ import (
 // SameProposal reports whether a and b are the same proposal.
 func SameProposal(a, b *pb.Value) bool {
 	return a.Node == b.Node && a.Boot == b.Boot && a.Seq == b.Seq && a.Noop == b.Noop &&
-		a.Smid == b.Smid && bytes.Equal(a.Data, b.Data)
+		a.Smid == b.Smid && a.Batch == b.Batch && bytes.Equal(a.Data, b.Data)
 }
 
 // learn records that instance i is chosen with v.

@@ -85,7 +85,12 @@ func (c *client) issue() {
 		}
 		c.next()
 	}
-	n.node.ProposeAsync(group, data, &paxos.SMCtx{SMID: kvsm.SMID, Ctx: res}, finish)
+	smCtx := &paxos.SMCtx{SMID: kvsm.SMID, Ctx: res}
+	if r.w.chance(r.opts.BatchRate) {
+		n.node.BatchProposeAsync(group, data, smCtx, func(instance uint64, _ uint32, err error) { finish(instance, err) })
+	} else {
+		n.node.ProposeAsync(group, data, smCtx, finish)
+	}
 	// The node may crash with the proposal; the client gives up on its own.
 	r.w.after(proposeTimeout+500*time.Millisecond, func() { finish(0, paxos.ErrTimeout) })
 }

@@ -20,6 +20,7 @@ type Options struct {
 	Clients   int
 	ThinkTime time.Duration // upper bound of a client's pause between ops
 	Keys      int
+	BatchRate float64 // share of client operations sent with BatchPropose
 
 	// Fault rates, drawn per seed (swarm testing): some seeds get none of a
 	// fault, others a lot.
@@ -69,6 +70,7 @@ func Derive(seed uint64, nodes, groups int) Options {
 		Clients:       2 + r.IntN(4),
 		ThinkTime:     time.Duration(5+r.IntN(60)) * time.Millisecond,
 		Keys:          2 + r.IntN(4),
+		BatchRate:     some(0.5, 1),
 		DropRate:      some(0.3, 0.2),
 		DupRate:       some(0.5, 0.1),
 		ReorderRate:   some(0.5, 0.1),
@@ -89,8 +91,8 @@ func Derive(seed uint64, nodes, groups int) Options {
 
 func (o Options) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed=%d nodes=%d groups=%d window=%d clients=%d think=%v keys=%d\n",
-		o.Seed, o.Nodes, o.Groups, o.Window, o.Clients, o.ThinkTime, o.Keys)
+	fmt.Fprintf(&b, "seed=%d nodes=%d groups=%d window=%d clients=%d think=%v keys=%d batch=%.2f\n",
+		o.Seed, o.Nodes, o.Groups, o.Window, o.Clients, o.ThinkTime, o.Keys, o.BatchRate)
 	fmt.Fprintf(&b, "  net: drop=%.3f dup=%.3f reorder=%.3f delay=%v..%v long=%v partitions=%.2f/s\n",
 		o.DropRate, o.DupRate, o.ReorderRate, o.MinDelay, o.MaxDelay, o.LongDelay, o.PartitionRate)
 	fmt.Fprintf(&b, "  nodes: crashes=%.2f/s torn=%.2f maxdown=%v sync<=%v\n", o.CrashRate, o.TornRate, o.MaxDown, o.SyncLatency)

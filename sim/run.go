@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/linearizability"
@@ -23,7 +25,7 @@ type Stats struct {
 	PartitionDrops, Partitions                    uint64
 	Crashes, PowerCuts, Restarts, TornWrites      uint64
 	LostBytes                                     uint64
-	Syncs, Commits                                uint64
+	Syncs, Commits, Batches                       uint64
 	Ops, OpsOK, OpsUnknown                        uint64
 	SimTime                                       time.Duration
 }
@@ -241,9 +243,7 @@ func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
 	if v.Noop {
 		return
 	}
-	if _, ok := r.proposed[string(v.Data)]; !ok {
-		r.failCheck("validity", "group %d instance %d: value %q was never proposed", g, i, v.Data)
-	}
+	r.checkProposed(g, i, v)
 	id := valueID{v.Node, v.Boot, v.Seq}
 	if at, dup := r.ids[g][id]; dup {
 		r.failCheck("validity", "group %d: proposal %v chosen at instances %d and %d", g, id, at, i)
@@ -282,6 +282,29 @@ func (r *run) checkEnd() {
 		if a.instance >= uint64(len(r.chosen[a.group])) || r.chosen[a.group][a.instance] == nil {
 			r.failCheck("durability", "group %d instance %d was acknowledged but is not chosen", a.group, a.instance)
 			return
+		}
+	}
+}
+
+// checkProposed fails the run if a chosen value (or an item of a chosen
+// batch) is not something a client proposed.
+func (r *run) checkProposed(g, i uint64, v *pb.Value) {
+	items := [][]byte{v.Data}
+	if v.Batch {
+		b := &pb.Batch{}
+		if err := proto.Unmarshal(v.Data, b); err != nil {
+			r.failCheck("validity", "group %d instance %d: undecodable batch: %v", g, i, err)
+			return
+		}
+		items = items[:0]
+		for _, it := range b.Items {
+			items = append(items, it.Data)
+		}
+		r.stats.Batches++
+	}
+	for _, data := range items {
+		if _, ok := r.proposed[string(data)]; !ok {
+			r.failCheck("validity", "group %d instance %d: value %q was never proposed", g, i, data)
 		}
 	}
 }

@@ -18,6 +18,7 @@ func (s *Stats) add(o Stats) {
 	s.LostBytes += o.LostBytes
 	s.Syncs += o.Syncs
 	s.Commits += o.Commits
+	s.Batches += o.Batches
 	s.Ops += o.Ops
 	s.OpsOK += o.OpsOK
 	s.OpsUnknown += o.OpsUnknown
@@ -25,7 +26,7 @@ func (s *Stats) add(o Stats) {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d torn=%d lost-bytes=%d syncs=%d",
-		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d torn=%d lost-bytes=%d syncs=%d",
+		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Batches, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
 		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.TornWrites, s.LostBytes, s.Syncs)
 }

@@ -153,13 +153,15 @@ func (x *Ballot) GetNode() uint64 {
 // Value is what gets chosen for an instance. (node, boot, seq) identifies a
 // proposal uniquely across restarts; a no-op fills a hole.
 type Value struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          uint64                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
-	Boot          uint64                 `protobuf:"varint,2,opt,name=boot,proto3" json:"boot,omitempty"`
-	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
-	Smid          uint32                 `protobuf:"varint,4,opt,name=smid,proto3" json:"smid,omitempty"`
-	Data          []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
-	Noop          bool                   `protobuf:"varint,6,opt,name=noop,proto3" json:"noop,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  uint64                 `protobuf:"varint,1,opt,name=node,proto3" json:"node,omitempty"`
+	Boot  uint64                 `protobuf:"varint,2,opt,name=boot,proto3" json:"boot,omitempty"`
+	Seq   uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	Smid  uint32                 `protobuf:"varint,4,opt,name=smid,proto3" json:"smid,omitempty"`
+	Data  []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	Noop  bool                   `protobuf:"varint,6,opt,name=noop,proto3" json:"noop,omitempty"`
+	// batch means data is a Batch: several callers' values in one instance.
+	Batch         bool `protobuf:"varint,7,opt,name=batch,proto3" json:"batch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -236,6 +238,110 @@ func (x *Value) GetNoop() bool {
 	return false
 }
 
+func (x *Value) GetBatch() bool {
+	if x != nil {
+		return x.Batch
+	}
+	return false
+}
+
+// Batch is the data of a batched value; items execute in order.
+type Batch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*BatchItem           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Batch) Reset() {
+	*x = Batch{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Batch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Batch) ProtoMessage() {}
+
+func (x *Batch) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Batch.ProtoReflect.Descriptor instead.
+func (*Batch) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Batch) GetItems() []*BatchItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type BatchItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Smid          uint32                 `protobuf:"varint,1,opt,name=smid,proto3" json:"smid,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchItem) Reset() {
+	*x = BatchItem{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchItem) ProtoMessage() {}
+
+func (x *BatchItem) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchItem.ProtoReflect.Descriptor instead.
+func (*BatchItem) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchItem) GetSmid() uint32 {
+	if x != nil {
+		return x.Smid
+	}
+	return 0
+}
+
+func (x *BatchItem) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 // Entry is one instance as an acceptor or learner knows it.
 type Entry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -249,7 +355,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +367,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +380,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{2}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Entry) GetInstance() uint64 {
@@ -316,7 +422,7 @@ type HardState struct {
 
 func (x *HardState) Reset() {
 	*x = HardState{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +434,7 @@ func (x *HardState) String() string {
 func (*HardState) ProtoMessage() {}
 
 func (x *HardState) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +447,7 @@ func (x *HardState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HardState.ProtoReflect.Descriptor instead.
 func (*HardState) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{3}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HardState) GetPromised() *Ballot {
@@ -380,7 +486,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +498,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +511,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{4}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Message) GetType() MsgType {
@@ -497,7 +603,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +615,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +628,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{5}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Record) GetGroup() uint64 {
@@ -553,14 +659,20 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x18core/paxospb/paxos.proto\x12\rpaxoskit.core\"6\n" +
 	"\x06Ballot\x12\x18\n" +
 	"\acounter\x18\x01 \x01(\x04R\acounter\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\x04R\x04node\"}\n" +
+	"\x04node\x18\x02 \x01(\x04R\x04node\"\x93\x01\n" +
 	"\x05Value\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x10\n" +
 	"\x03seq\x18\x03 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04smid\x18\x04 \x01(\rR\x04smid\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
-	"\x04noop\x18\x06 \x01(\bR\x04noop\"\x96\x01\n" +
+	"\x04noop\x18\x06 \x01(\bR\x04noop\x12\x14\n" +
+	"\x05batch\x18\a \x01(\bR\x05batch\"7\n" +
+	"\x05Batch\x12.\n" +
+	"\x05items\x18\x01 \x03(\v2\x18.paxoskit.core.BatchItemR\x05items\"3\n" +
+	"\tBatchItem\x12\x12\n" +
+	"\x04smid\x18\x01 \x01(\rR\x04smid\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x96\x01\n" +
 	"\x05Entry\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\x04R\binstance\x12-\n" +
 	"\x06ballot\x18\x02 \x01(\v2\x15.paxoskit.core.BallotR\x06ballot\x12*\n" +
@@ -619,31 +731,34 @@ func file_core_paxospb_paxos_proto_rawDescGZIP() []byte {
 }
 
 var file_core_paxospb_paxos_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_core_paxospb_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_core_paxospb_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_core_paxospb_paxos_proto_goTypes = []any{
 	(MsgType)(0),      // 0: paxoskit.core.MsgType
 	(*Ballot)(nil),    // 1: paxoskit.core.Ballot
 	(*Value)(nil),     // 2: paxoskit.core.Value
-	(*Entry)(nil),     // 3: paxoskit.core.Entry
-	(*HardState)(nil), // 4: paxoskit.core.HardState
-	(*Message)(nil),   // 5: paxoskit.core.Message
-	(*Record)(nil),    // 6: paxoskit.core.Record
+	(*Batch)(nil),     // 3: paxoskit.core.Batch
+	(*BatchItem)(nil), // 4: paxoskit.core.BatchItem
+	(*Entry)(nil),     // 5: paxoskit.core.Entry
+	(*HardState)(nil), // 6: paxoskit.core.HardState
+	(*Message)(nil),   // 7: paxoskit.core.Message
+	(*Record)(nil),    // 8: paxoskit.core.Record
 }
 var file_core_paxospb_paxos_proto_depIdxs = []int32{
-	1, // 0: paxoskit.core.Entry.ballot:type_name -> paxoskit.core.Ballot
-	2, // 1: paxoskit.core.Entry.value:type_name -> paxoskit.core.Value
-	1, // 2: paxoskit.core.HardState.promised:type_name -> paxoskit.core.Ballot
-	0, // 3: paxoskit.core.Message.type:type_name -> paxoskit.core.MsgType
-	1, // 4: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
-	3, // 5: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
-	2, // 6: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
-	4, // 7: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
-	3, // 8: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
-	9, // [9:9] is the sub-list for method output_type
-	9, // [9:9] is the sub-list for method input_type
-	9, // [9:9] is the sub-list for extension type_name
-	9, // [9:9] is the sub-list for extension extendee
-	0, // [0:9] is the sub-list for field type_name
+	4,  // 0: paxoskit.core.Batch.items:type_name -> paxoskit.core.BatchItem
+	1,  // 1: paxoskit.core.Entry.ballot:type_name -> paxoskit.core.Ballot
+	2,  // 2: paxoskit.core.Entry.value:type_name -> paxoskit.core.Value
+	1,  // 3: paxoskit.core.HardState.promised:type_name -> paxoskit.core.Ballot
+	0,  // 4: paxoskit.core.Message.type:type_name -> paxoskit.core.MsgType
+	1,  // 5: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
+	5,  // 6: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
+	2,  // 7: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
+	6,  // 8: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
+	5,  // 9: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_core_paxospb_paxos_proto_init() }
@@ -657,7 +772,7 @@ func file_core_paxospb_paxos_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_core_paxospb_paxos_proto_rawDesc), len(file_core_paxospb_paxos_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,782 @@
+package paxos_test
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/paxoskit/paxos"
+	pb "github.com/paxoskit/paxos/core/paxospb"
+	"github.com/paxoskit/paxos/env"
+)
+
+// ---------------------------------------------------------------------------
+// A minimal deterministic harness: one goroutine, virtual time, an event
+// queue ordered by (time, insertion). Every node's loop, timers, network and
+// disk are events in that queue.
+
+const (
+	netDelay  = time.Millisecond
+	syncDelay = 2 * time.Millisecond
+)
+
+type event struct {
+	at  time.Duration
+	seq uint64
+	f   func()
+}
+
+type eventQ []*event
+
+func (q eventQ) Len() int { return len(q) }
+func (q eventQ) Less(i, j int) bool {
+	return q[i].at < q[j].at || q[i].at == q[j].at && q[i].seq < q[j].seq
+}
+func (q eventQ) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQ) Push(x any)   { *q = append(*q, x.(*event)) }
+func (q *eventQ) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+type cluster struct {
+	t     *testing.T
+	mu    sync.Mutex // guards q, seq and writes of now: Post may come from another goroutine
+	q     eventQ
+	seq   uint64
+	now   time.Duration
+	rng   *rand.Rand
+	ids   []uint64
+	nodes map[uint64]*hnode
+	drop  map[[2]uint64]bool // {from, to} links that lose every message
+
+	groups int
+	smids  []uint32               // state machines of every node, in registration order
+	tweak  func(o *paxos.Options) // optional per-test options
+}
+
+// hnode is one member across incarnations; recs is its disk.
+type hnode struct {
+	c       *cluster
+	id      uint64
+	inc     uint64
+	up      bool
+	node    *paxos.Node
+	env     *nodeEnv
+	recs    [][]byte // marshaled records, append-only
+	durable int      // recs[:durable] survive a crash
+	sms     []*recSM // fresh per incarnation
+	commits map[uint64][]uint64
+}
+
+func newCluster(t *testing.T, n, groups int, smids []uint32, tweak func(*paxos.Options)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, rng: rand.New(rand.NewPCG(seedForTest(), 2)), nodes: map[uint64]*hnode{},
+		drop: map[[2]uint64]bool{}, groups: groups, smids: smids, tweak: tweak}
+	for i := range n {
+		c.ids = append(c.ids, uint64(i+1))
+	}
+	for _, id := range c.ids {
+		c.nodes[id] = &hnode{c: c, id: id}
+	}
+	for _, id := range c.ids {
+		c.start(id)
+	}
+	return c
+}
+
+func (c *cluster) after(d time.Duration, f func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	heap.Push(&c.q, &event{at: c.now + d, seq: c.seq, f: f})
+}
+
+// step runs the next event; it reports false if there is none.
+func (c *cluster) step() bool {
+	c.mu.Lock()
+	if len(c.q) == 0 {
+		c.mu.Unlock()
+		return false
+	}
+	e := heap.Pop(&c.q).(*event)
+	c.now = e.at
+	c.mu.Unlock()
+	e.f()
+	return true
+}
+
+// run advances virtual time by d.
+func (c *cluster) run(d time.Duration) {
+	end := c.now + d
+	for {
+		c.mu.Lock()
+		next := len(c.q) > 0 && c.q[0].at <= end
+		c.mu.Unlock()
+		if !next || !c.step() {
+			break
+		}
+	}
+	c.mu.Lock()
+	c.now = end
+	c.mu.Unlock()
+}
+
+// runUntil runs events until cond holds, failing after limit of virtual time.
+func (c *cluster) runUntil(what string, limit time.Duration, cond func() bool) {
+	c.t.Helper()
+	end := c.now + limit
+	for !cond() {
+		if c.now > end || !c.step() {
+			c.t.Fatalf("t=%v: gave up waiting for %s", c.now, what)
+		}
+	}
+}
+
+func (c *cluster) start(id uint64) {
+	h := c.nodes[id]
+	h.inc++
+	h.up = true
+	h.sms = nil
+	var sms []paxos.StateMachine
+	for _, smid := range c.smids {
+		sm := &recSM{smid: smid}
+		h.sms = append(h.sms, sm)
+		sms = append(sms, sm)
+	}
+	h.commits = map[uint64][]uint64{}
+	h.env = &nodeEnv{h: h, inc: h.inc}
+	o := paxos.Options{MyNode: id, Nodes: c.ids, Groups: c.groups, StateMachines: sms, Env: h.env.all(),
+		OnCommit: func(g, i uint64, _ *pb.Value) { h.commits[g] = append(h.commits[g], i) }}
+	if c.tweak != nil {
+		c.tweak(&o)
+	}
+	n, err := paxos.RunNode(o)
+	if err != nil {
+		c.t.Fatalf("RunNode(%d): %v", id, err)
+	}
+	h.node = n
+}
+
+// crash drops the node and every record that a Sync has not covered.
+func (c *cluster) crash(id uint64) {
+	h := c.nodes[id]
+	h.up, h.node, h.env = false, nil, nil
+	h.recs = h.recs[:h.durable]
+}
+
+func (c *cluster) isolate(id uint64, cut bool) {
+	for _, o := range c.ids {
+		if o != id {
+			c.drop[[2]uint64{id, o}] = cut
+			c.drop[[2]uint64{o, id}] = cut
+		}
+	}
+}
+
+// nodeEnv implements env's seams for one incarnation of a node.
+type nodeEnv struct {
+	h   *hnode
+	inc uint64
+}
+
+func (e *nodeEnv) all() env.Env {
+	return env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e}
+}
+
+func (e *nodeEnv) alive() bool { return e.h.up && e.h.inc == e.inc }
+
+func (e *nodeEnv) Post(f func()) {
+	e.h.c.after(0, func() {
+		if e.alive() {
+			f()
+		}
+	})
+}
+
+func (e *nodeEnv) Now() time.Duration { return e.h.c.now }
+
+type timer struct{ stopped, fired bool }
+
+func (t *timer) Stop() bool {
+	was := !t.stopped && !t.fired
+	t.stopped = true
+	return was
+}
+
+func (e *nodeEnv) AfterFunc(d time.Duration, f func()) env.Timer {
+	t := &timer{}
+	e.h.c.after(d, func() {
+		if !t.stopped && e.alive() {
+			t.fired = true
+			f()
+		}
+	})
+	return t
+}
+
+func (e *nodeEnv) Send(to uint64, msg []byte) {
+	c := e.h.c
+	if c.drop[[2]uint64{e.h.id, to}] {
+		return
+	}
+	data := slices.Clone(msg)
+	c.after(netDelay, func() {
+		if dst := c.nodes[to]; dst != nil && dst.up {
+			dst.node.Receive(data)
+		}
+	})
+}
+
+func (e *nodeEnv) Load(group uint64) ([]*pb.Record, error) {
+	var out []*pb.Record
+	for _, b := range e.h.recs {
+		r := &pb.Record{}
+		if err := proto.Unmarshal(b, r); err != nil {
+			return nil, err
+		}
+		if r.Group == group {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (e *nodeEnv) Write(recs []*pb.Record) error {
+	for _, r := range recs {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			return err
+		}
+		e.h.recs = append(e.h.recs, b)
+	}
+	return nil
+}
+
+func (e *nodeEnv) Sync(done func(error)) {
+	upto := len(e.h.recs)
+	e.h.c.after(syncDelay, func() {
+		if e.alive() {
+			e.h.durable = max(e.h.durable, upto)
+			done(nil)
+		}
+	})
+}
+
+func (e *nodeEnv) IntN(n int) int { return e.h.c.rng.IntN(n) }
+
+// recSM records what it executed; values starting with "fail" make it fail.
+type recSM struct {
+	smid  uint32
+	execs []execRec
+}
+
+type execRec struct {
+	group, instance uint64
+	value           string
+	ctx             any
+}
+
+var errRejected = errors.New("recSM: value rejected")
+
+func (s *recSM) SMID() uint32 { return s.smid }
+
+func (s *recSM) Execute(group, instance uint64, value []byte, ctx any) error {
+	s.execs = append(s.execs, execRec{group, instance, string(value), ctx})
+	if strings.HasPrefix(string(value), "fail") {
+		return errRejected
+	}
+	return nil
+}
+
+func (h *hnode) sm(smid uint32) *recSM {
+	for _, s := range h.sms {
+		if s.smid == smid {
+			return s
+		}
+	}
+	return nil
+}
+
+// noCtx strips the contexts so executions can be compared across nodes.
+func noCtx(es []execRec) []execRec {
+	out := make([]execRec, len(es))
+	for i, e := range es {
+		out[i] = execRec{e.group, e.instance, e.value, nil}
+	}
+	return out
+}
+
+type result struct {
+	done  bool
+	calls int
+	inst  uint64
+	err   error
+	at    time.Duration
+}
+
+func (c *cluster) propose(id, group uint64, value string, sc *paxos.SMCtx) *result {
+	r := &result{}
+	c.nodes[id].node.ProposeAsync(group, []byte(value), sc, func(inst uint64, err error) {
+		r.done, r.inst, r.err, r.at = true, inst, err, c.now
+		r.calls++
+	})
+	return r
+}
+
+func (c *cluster) wait(rs ...*result) {
+	c.t.Helper()
+	c.runUntil("proposal results", 10*time.Second, func() bool {
+		for _, r := range rs {
+			if !r.done {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func (c *cluster) mustPropose(id, group uint64, value string, sc *paxos.SMCtx) uint64 {
+	c.t.Helper()
+	r := c.propose(id, group, value, sc)
+	c.wait(r)
+	if r.err != nil || r.inst == 0 {
+		c.t.Fatalf("propose %q at node %d: instance %d, err %v", value, id, r.inst, r.err)
+	}
+	return r.inst
+}
+
+// waitExecuted waits until every up node's state machine smid executed n values.
+func (c *cluster) waitExecuted(smid uint32, n int, ids ...uint64) {
+	c.t.Helper()
+	c.runUntil(fmt.Sprintf("%d executions of SM %d on %v", n, smid, ids), 10*time.Second, func() bool {
+		for _, id := range ids {
+			if len(c.nodes[id].sm(smid).execs) < n {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// ---------------------------------------------------------------------------
+
+func TestStateMachinesRoutedBySMID(t *testing.T) {
+	// SMID 2 is registered first, so a nil SMCtx must go to it.
+	c := newCluster(t, 3, 1, []uint32{2, 1}, nil)
+	type prop struct {
+		node  uint64
+		value string
+		sc    *paxos.SMCtx
+	}
+	props := []prop{
+		{1, "a-sm1", &paxos.SMCtx{SMID: 1, Ctx: "ctx-a"}},
+		{2, "b-sm2", &paxos.SMCtx{SMID: 2, Ctx: "ctx-b"}},
+		{3, "c-sm1", &paxos.SMCtx{SMID: 1, Ctx: 42}},
+		{1, "d-nil", nil},
+		{2, "e-sm2", &paxos.SMCtx{SMID: 2}},
+	}
+	inst := map[string]uint64{}
+	for _, p := range props {
+		inst[p.value] = c.mustPropose(p.node, 0, p.value, p.sc)
+	}
+	// A concurrent burst from every node, alternating SMIDs.
+	var rs []*result
+	for i := range 12 {
+		id := c.ids[i%3]
+		smid := uint32(1 + i%2)
+		v := fmt.Sprintf("burst-%d-sm%d", i, smid)
+		props = append(props, prop{id, v, &paxos.SMCtx{SMID: smid, Ctx: v}})
+		rs = append(rs, c.propose(id, 0, v, props[len(props)-1].sc))
+	}
+	c.wait(rs...)
+	for i, r := range rs {
+		if r.err != nil {
+			t.Fatalf("burst proposal %d: %v", i, r.err)
+		}
+		inst[props[5+i].value] = r.inst
+	}
+	want := map[uint32]int{1: 8, 2: 9}
+	c.waitExecuted(1, want[1], c.ids...)
+	c.waitExecuted(2, want[2], c.ids...)
+	c.run(100 * time.Millisecond)
+
+	smOf := func(p prop) uint32 {
+		if p.sc == nil {
+			return 2
+		}
+		return p.sc.SMID
+	}
+	byValue := map[string]prop{}
+	for _, p := range props {
+		byValue[p.value] = p
+	}
+	for _, smid := range []uint32{1, 2} {
+		ref := noCtx(c.nodes[1].sm(smid).execs)
+		if len(ref) != want[smid] {
+			t.Fatalf("SM %d on node 1 executed %d values, want %d", smid, len(ref), want[smid])
+		}
+		for _, id := range c.ids {
+			execs := c.nodes[id].sm(smid).execs
+			if got := noCtx(execs); !slices.Equal(got, ref) {
+				t.Errorf("SM %d: node %d executed %v, node 1 executed %v", smid, id, got, ref)
+			}
+			for k, e := range execs {
+				p, ok := byValue[e.value]
+				switch {
+				case !ok:
+					t.Errorf("node %d SM %d executed unknown value %q", id, smid, e.value)
+					continue
+				case smOf(p) != smid:
+					t.Errorf("node %d: value %q for SM %d executed by SM %d", id, e.value, smOf(p), smid)
+				case e.instance != inst[e.value]:
+					t.Errorf("node %d: %q at instance %d, proposer was told %d", id, e.value, e.instance, inst[e.value])
+				case k > 0 && e.instance <= execs[k-1].instance:
+					t.Errorf("node %d SM %d: instances not increasing: %v", id, smid, execs)
+				}
+				var wantCtx any
+				if p.node == id && p.sc != nil {
+					wantCtx = p.sc.Ctx
+				}
+				if e.ctx != wantCtx {
+					t.Errorf("node %d: %q executed with ctx %v, want %v", id, e.value, e.ctx, wantCtx)
+				}
+			}
+		}
+	}
+}
+
+func TestMultiGroup(t *testing.T) {
+	const groups = 3
+	c := newCluster(t, 3, groups, []uint32{1}, nil)
+	want := map[uint64][]string{}
+	for g := range uint64(groups) {
+		v := fmt.Sprintf("g%d-first", g)
+		if i := c.mustPropose(1, g, v, nil); i != 1 {
+			t.Errorf("first value of group %d chosen at instance %d, want 1", g, i)
+		}
+		want[g] = append(want[g], v)
+	}
+	var rs []*result
+	for k := range 5 {
+		for g := range uint64(groups) {
+			v := fmt.Sprintf("g%d-v%d", g, k)
+			want[g] = append(want[g], v)
+			rs = append(rs, c.propose(c.ids[(k+int(g))%3], g, v, &paxos.SMCtx{SMID: 1}))
+		}
+	}
+	c.wait(rs...)
+	for _, r := range rs {
+		if r.err != nil {
+			t.Fatalf("proposal failed: %v", r.err)
+		}
+	}
+	c.waitExecuted(1, groups*6, c.ids...)
+	c.run(100 * time.Millisecond)
+
+	for g := range uint64(groups) {
+		var ref []execRec
+		for _, id := range c.ids {
+			h := c.nodes[id]
+			var got []execRec
+			var values []string
+			for _, e := range h.sm(1).execs {
+				if e.group == g {
+					got = append(got, execRec{e.group, e.instance, e.value, nil})
+					values = append(values, e.value)
+				} else if !strings.HasPrefix(e.value, fmt.Sprintf("g%d-", e.group)) {
+					t.Errorf("node %d: value %q executed in group %d", id, e.value, e.group)
+				}
+			}
+			if got[0].instance != 1 {
+				t.Errorf("node %d group %d: first instance %d, want 1", id, g, got[0].instance)
+			}
+			sorted := slices.Sorted(slices.Values(values))
+			if w := slices.Sorted(slices.Values(want[g])); !slices.Equal(sorted, w) {
+				t.Errorf("node %d group %d executed %v, want %v", id, g, values, want[g])
+			}
+			// Every chosen instance (no-ops included) is seen once, in order, from 1.
+			for k, i := range h.commits[g] {
+				if i != uint64(k+1) {
+					t.Errorf("node %d group %d: commits %v are not 1..n", id, g, h.commits[g])
+					break
+				}
+			}
+			if ref == nil {
+				ref = got
+			} else if !slices.Equal(got, ref) {
+				t.Errorf("group %d: node %d executed %v, node 1 %v", g, id, got, ref)
+			}
+		}
+	}
+
+	r := c.propose(2, groups, "nowhere", nil)
+	c.wait(r)
+	if !errors.Is(r.err, paxos.ErrUnknownGroup) {
+		t.Errorf("propose to group %d: err %v, want ErrUnknownGroup", groups, r.err)
+	}
+}
+
+func TestRestartReplaysAndCatchesUp(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1}, nil)
+	for k := range 5 {
+		c.mustPropose(1, 0, fmt.Sprintf("before-%d", k), nil)
+	}
+	c.waitExecuted(1, 5, c.ids...)
+	old := c.nodes[3].sm(1)
+
+	c.crash(3)
+	c.run(time.Second) // let a leader among 1 and 2 settle if 3 led
+	for k := range 5 {
+		c.mustPropose(2, 0, fmt.Sprintf("during-%d", k), nil)
+	}
+	c.waitExecuted(1, 10, 1, 2)
+	ref := noCtx(c.nodes[1].sm(1).execs)
+	if len(ref) != 10 || !slices.Equal(ref, noCtx(c.nodes[2].sm(1).execs)) {
+		t.Fatalf("nodes 1 and 2 disagree or lack values: %v vs %v", ref, c.nodes[2].sm(1).execs)
+	}
+
+	// The chosen prefix node 3 has on disk is what it must replay on its own.
+	h3 := c.nodes[3]
+	chosen := map[uint64]bool{}
+	for _, b := range h3.recs {
+		r := &pb.Record{}
+		if err := proto.Unmarshal(b, r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Entry != nil && r.Entry.Chosen {
+			chosen[r.Entry.Instance] = true
+		}
+	}
+	prefix := 0
+	for chosen[uint64(prefix+1)] {
+		prefix++
+	}
+	if prefix == 0 {
+		t.Fatalf("node 3 has no durable chosen values; the test needs some")
+	}
+
+	c.isolate(3, true)
+	c.start(3)
+	c.run(200 * time.Millisecond)
+	fresh := h3.sm(1)
+	if fresh == old {
+		t.Fatal("restart reused the old state machine")
+	}
+	// With SM executions only (no no-ops here), instance k is the kth value.
+	if got := noCtx(fresh.execs); !slices.Equal(got, ref[:prefix]) {
+		t.Fatalf("isolated restart replayed %v, want the durable prefix %v", got, ref[:prefix])
+	}
+
+	c.isolate(3, false)
+	c.waitExecuted(1, 10, 3)
+	c.run(100 * time.Millisecond)
+	if got := noCtx(fresh.execs); !slices.Equal(got, ref) {
+		t.Fatalf("node 3 executed %v after catching up, want %v", got, ref)
+	}
+	for _, e := range fresh.execs {
+		if e.ctx != nil {
+			t.Errorf("replayed %q with ctx %v", e.value, e.ctx)
+		}
+	}
+
+	i := c.mustPropose(3, 0, "after", &paxos.SMCtx{SMID: 1, Ctx: "mine"})
+	c.waitExecuted(1, 11, c.ids...)
+	for _, id := range c.ids {
+		last := c.nodes[id].sm(1).execs[10]
+		if last.value != "after" || last.instance != i {
+			t.Errorf("node %d: 11th execution %+v, want %q at %d", id, last, "after", i)
+		}
+	}
+	if last := fresh.execs[10]; last.ctx != "mine" {
+		t.Errorf("restarted proposer got ctx %v, want %q", last.ctx, "mine")
+	}
+}
+
+func TestErrors(t *testing.T) {
+	t.Run("ValueTooLarge", func(t *testing.T) {
+		c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) { o.MaxValueSize = 16 })
+		r := c.propose(1, 0, strings.Repeat("x", 17), nil)
+		c.wait(r)
+		if !errors.Is(r.err, paxos.ErrValueTooLarge) {
+			t.Errorf("17 bytes with limit 16: err %v, want ErrValueTooLarge", r.err)
+		}
+		c.mustPropose(1, 0, strings.Repeat("x", 16), nil)
+	})
+
+	t.Run("NoStateMachine", func(t *testing.T) {
+		c := newCluster(t, 3, 1, []uint32{1}, nil)
+		r := c.propose(1, 0, "v", &paxos.SMCtx{SMID: 7})
+		c.wait(r)
+		if !errors.Is(r.err, paxos.ErrNoStateMachine) {
+			t.Errorf("SMID 7: err %v, want ErrNoStateMachine", r.err)
+		}
+	})
+
+	t.Run("Timeout", func(t *testing.T) {
+		const timeout = 500 * time.Millisecond
+		c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) { o.ProposeTimeout = timeout })
+		c.isolate(3, true)
+		start := c.now
+		r := c.propose(3, 0, "lost", nil)
+		c.wait(r)
+		if !errors.Is(r.err, paxos.ErrTimeout) {
+			t.Fatalf("isolated proposal: err %v, want ErrTimeout", r.err)
+		}
+		if r.at-start != timeout {
+			t.Errorf("timed out after %v, want %v", r.at-start, timeout)
+		}
+		if s := c.nodes[3].node.Stats(); s.Timeouts != 1 {
+			t.Errorf("Stats().Timeouts = %d, want 1", s.Timeouts)
+		}
+		c.mustPropose(1, 0, "majority still works", nil)
+		c.run(time.Second)
+		if r.calls != 1 {
+			t.Errorf("callback ran %d times", r.calls)
+		}
+	})
+
+	t.Run("Overloaded", func(t *testing.T) {
+		c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) { o.MaxPending = 2 })
+		c.isolate(3, true)
+		rs := []*result{c.propose(3, 0, "a", nil), c.propose(3, 0, "b", nil), c.propose(3, 0, "c", nil)}
+		c.run(10 * time.Millisecond)
+		if !rs[2].done || !errors.Is(rs[2].err, paxos.ErrOverloaded) {
+			t.Errorf("third proposal with MaxPending 2: done %v err %v, want ErrOverloaded", rs[2].done, rs[2].err)
+		}
+		if rs[0].done || rs[1].done {
+			t.Errorf("queued proposals finished early: %+v %+v", rs[0], rs[1])
+		}
+	})
+
+	t.Run("Closed", func(t *testing.T) {
+		c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) { o.ProposeTimeout = time.Second })
+		c.isolate(3, true)
+		pending := c.propose(3, 0, "pending", nil)
+		c.run(50 * time.Millisecond)
+		if pending.done {
+			t.Fatalf("isolated proposal finished: %+v", pending)
+		}
+		c.nodes[3].node.Close()
+		c.run(10 * time.Millisecond)
+		if !errors.Is(pending.err, paxos.ErrClosed) {
+			t.Errorf("pending proposal after Close: err %v, want ErrClosed", pending.err)
+		}
+		later := c.propose(3, 0, "later", nil)
+		c.wait(later)
+		if !errors.Is(later.err, paxos.ErrClosed) {
+			t.Errorf("proposal after Close: err %v, want ErrClosed", later.err)
+		}
+		c.run(2 * time.Second) // past the proposal timeout
+		if pending.calls != 1 {
+			t.Errorf("pending callback ran %d times", pending.calls)
+		}
+	})
+
+	t.Run("InvalidOptions", func(t *testing.T) {
+		c := newCluster(t, 3, 1, []uint32{1}, nil)
+		e := c.nodes[1].env.all()
+		for _, o := range []paxos.Options{
+			{MyNode: 9, Nodes: []uint64{1, 2, 3}, Env: e},
+			{MyNode: 0, Nodes: []uint64{1, 2, 3}, Env: e},
+			{MyNode: 1, Nodes: []uint64{1, 2, 3}},
+		} {
+			if n, err := paxos.RunNode(o); !errors.Is(err, paxos.ErrInvalidOptions) || n != nil {
+				t.Errorf("RunNode(MyNode %d): node %v err %v, want ErrInvalidOptions", o.MyNode, n, err)
+			}
+		}
+	})
+
+	t.Run("BadMessages", func(t *testing.T) {
+		c := newCluster(t, 3, 1, []uint32{1}, nil)
+		n := c.nodes[1].node
+		otherGroup, _ := proto.Marshal(&pb.Message{Type: pb.MsgType_MSG_CHOSEN, From: 2, To: 1, Group: 5})
+		stranger, _ := proto.Marshal(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, From: 99, To: 1, Group: 0})
+		bad := [][]byte{{0xff, 0xff, 0xff, 0xff}, {0x0a}, otherGroup, stranger}
+		for _, b := range bad {
+			n.Receive(b)
+		}
+		if s := n.Stats(); s.BadMessages != uint64(len(bad)) {
+			t.Errorf("Stats().BadMessages = %d, want %d", s.BadMessages, len(bad))
+		}
+		c.mustPropose(1, 0, "still fine", nil)
+	})
+}
+
+func TestExecuteError(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1}, nil)
+	r := c.propose(2, 0, "fail-me", nil)
+	c.wait(r)
+	if !errors.Is(r.err, paxos.ErrExecuteFailed) || !errors.Is(r.err, errRejected) {
+		t.Fatalf("err %v, want ErrExecuteFailed wrapping the SM's error", r.err)
+	}
+	if r.inst == 0 {
+		t.Errorf("failed execution reported instance 0")
+	}
+	i1 := c.mustPropose(2, 0, "ok-1", nil)
+	i2 := c.mustPropose(1, 0, "ok-2", nil)
+	c.waitExecuted(1, 3, c.ids...)
+	want := []execRec{{0, r.inst, "fail-me", nil}, {0, i1, "ok-1", nil}, {0, i2, "ok-2", nil}}
+	for _, id := range c.ids {
+		if got := noCtx(c.nodes[id].sm(1).execs); !slices.Equal(got, want) {
+			t.Errorf("node %d executed %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestBlockingPropose(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1}, nil)
+	n := c.nodes[1].node
+
+	// An ended context returns at once; the value may still be chosen.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := n.Propose(ctx, 0, []byte("abandoned"), nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled Propose: err %v", err)
+	}
+	c.waitExecuted(1, 1, c.ids...)
+	if e := c.nodes[2].sm(1).execs[0]; e.value != "abandoned" {
+		t.Errorf("executed %+v, want the abandoned value", e)
+	}
+
+	// A blocking Propose on another goroutine while this one pumps events.
+	type res struct {
+		inst uint64
+		err  error
+	}
+	done := make(chan res, 1)
+	go func() {
+		i, err := n.Propose(context.Background(), 0, []byte("blocking"), nil)
+		done <- res{i, err}
+	}()
+	end := c.now + time.Minute
+	for {
+		select {
+		case r := <-done:
+			if r.err != nil || r.inst != 2 {
+				t.Fatalf("blocking Propose: instance %d err %v, want 2", r.inst, r.err)
+			}
+			return
+		default:
+		}
+		if c.now > end || !c.step() {
+			t.Fatal("blocking Propose never returned")
+		}
+		runtime.Gosched()
+	}
+}
+
+func seedForTest() uint64 { var s uint64; fmt.Sscan(os.Getenv("SEED"), &s); return s }
