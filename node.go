@@ -17,6 +17,7 @@ import (
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
+	"github.com/paxoskit/paxos/real"
 )
 
 // StateMachine is the application's deterministic state machine. Every node
@@ -49,7 +50,16 @@ type Options struct {
 	// to the first one.
 	StateMachines []StateMachine
 
-	Env env.Env // the world the node runs in; every field is required
+	// Env is the world the node runs in (the simulator passes one). Left
+	// empty, RunNode builds the production one from the fields below: TCP
+	// on ListenAddr and goleveldb in DataDir.
+	Env env.Env
+
+	DataDir    string            // storage directory (production env)
+	ListenAddr string            // this node's TCP address, host:port (production env)
+	Peers      map[uint64]string // node id -> TCP address; Nodes defaults to its keys
+	ClusterID  uint64            // frames from another cluster id are dropped
+	Sync       SyncPolicy        // default SyncAlways
 
 	TickInterval   time.Duration // default 10ms; protocol timeouts count ticks
 	ProposeTimeout time.Duration // default 3s; then a proposal fails with ErrTimeout
@@ -73,7 +83,25 @@ type Options struct {
 	Canary core.Canary
 }
 
+// SyncPolicy says whether storage writes are fsynced.
+type SyncPolicy int
+
+const (
+	// SyncAlways fsyncs acceptor state before any message reveals it. Only
+	// this setting survives power loss; it is the default.
+	SyncAlways SyncPolicy = iota
+	// SyncNever skips fsync; a crashed machine may forget promises and
+	// votes, which can break agreement. For tests and benchmarks.
+	SyncNever
+)
+
 func (o *Options) setDefaults() error {
+	if len(o.Nodes) == 0 {
+		for id := range o.Peers {
+			o.Nodes = append(o.Nodes, id)
+		}
+		slices.Sort(o.Nodes)
+	}
 	if o.Groups == 0 {
 		o.Groups = 1
 	}
@@ -109,7 +137,9 @@ func (o *Options) setDefaults() error {
 		return fmt.Errorf("%w: MyNode %d not in Nodes %v", ErrInvalidOptions, o.MyNode, o.Nodes)
 	case o.Groups < 0 || o.Window < 0 || o.MaxValueSize < 0 || o.MaxPending < 0:
 		return fmt.Errorf("%w: negative size", ErrInvalidOptions)
-	case o.Env.Loop == nil || o.Env.Clock == nil || o.Env.Transport == nil || o.Env.Storage == nil || o.Env.Rand == nil:
+	case o.Env == (env.Env{}) && (o.DataDir == "" || o.ListenAddr == ""):
+		return fmt.Errorf("%w: DataDir and ListenAddr are required without an Env", ErrInvalidOptions)
+	case o.Env != (env.Env{}) && (o.Env.Loop == nil || o.Env.Clock == nil || o.Env.Transport == nil || o.Env.Storage == nil || o.Env.Rand == nil):
 		return fmt.Errorf("%w: incomplete Env", ErrInvalidOptions)
 	}
 	return nil
@@ -126,6 +156,7 @@ type Node struct {
 	closed  bool
 	tick    env.Timer
 	stats   Stats
+	own     *real.Env // the production environment RunNode built, if any
 }
 
 // Stats counts what a node rejected or failed at.
@@ -133,7 +164,8 @@ type Stats struct {
 	BadMessages uint64 // undecodable or invalid messages dropped
 	Proposals   uint64
 	Timeouts    uint64
-	Syncs       uint64
+	Syncs       uint64 // syncs the runtime asked storage for
+	Fsyncs      uint64 // fsyncing batch writes of the production storage
 	Committed   uint64
 }
 
@@ -177,10 +209,39 @@ func RunNode(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{opts: opts, env: opts.Env, pending: map[pendingKey]*proposal{}}
+	if opts.Env == (env.Env{}) {
+		own, err := real.Open(real.Config{
+			ID: opts.MyNode, ListenAddr: opts.ListenAddr, Peers: opts.Peers, ClusterID: opts.ClusterID,
+			DataDir: opts.DataDir, Sync: opts.Sync == SyncAlways, Logger: opts.Logger,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+		n.own, n.env = own, own.Seams()
+	}
+	if err := n.restore(); err != nil {
+		if n.own != nil {
+			n.own.Close()
+		}
+		return nil, err
+	}
+	if n.own != nil {
+		n.own.Serve(n.Receive)
+	}
+	n.env.Loop.Post(func() {
+		n.process()
+		n.tick = n.env.Clock.AfterFunc(opts.TickInterval, n.onTick)
+	})
+	return n, nil
+}
+
+// restore builds every group's core from storage.
+func (n *Node) restore() error {
+	opts := n.opts
 	for gid := range uint64(opts.Groups) {
 		recs, err := n.env.Storage.Load(gid)
 		if err != nil {
-			return nil, fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)
+			return fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)
 		}
 		var hs *pb.HardState
 		var entries []*pb.Entry
@@ -197,15 +258,11 @@ func RunNode(opts Options) (*Node, error) {
 			MaxQueue: opts.MaxPending, Rand: n.env.Rand.IntN, Canary: opts.Canary,
 		}, hs, entries)
 		if err != nil {
-			return nil, fmt.Errorf("%w: group %d: %w", ErrStorage, gid, err)
+			return fmt.Errorf("%w: group %d: %w", ErrStorage, gid, err)
 		}
 		n.groups = append(n.groups, &group{id: gid, core: c, sms: slices.Clone(opts.StateMachines)})
 	}
-	n.env.Loop.Post(func() {
-		n.process()
-		n.tick = n.env.Clock.AfterFunc(opts.TickInterval, n.onTick)
-	})
-	return n, nil
+	return nil
 }
 
 // MyNodeID returns this node's id.
@@ -213,7 +270,13 @@ func (n *Node) MyNodeID() uint64 { return n.opts.MyNode }
 
 // Stats returns the node's counters. Call it on the node's loop (in the
 // simulator) or accept a racy read.
-func (n *Node) Stats() Stats { return n.stats }
+func (n *Node) Stats() Stats {
+	s := n.stats
+	if n.own != nil {
+		s.Fsyncs = n.own.Storage.Stats().Syncs
+	}
+	return s
+}
 
 // CoreStats returns the protocol counters of one group; same caveat as Stats.
 func (n *Node) CoreStats(group uint64) core.Stats { return n.groups[group].core.Stats }
@@ -246,9 +309,74 @@ func (n *Node) Propose(ctx context.Context, group uint64, value []byte, smCtx *S
 	}
 }
 
-// Close stops the node; pending proposals fail with ErrClosed.
-func (n *Node) Close() {
-	n.env.Loop.Post(func() { n.stop(ErrClosed) })
+// Close stops the node; pending proposals fail with ErrClosed. With the
+// production environment it waits for that, then closes the network and
+// flushes storage; with a caller's Env it only posts the stop.
+func (n *Node) Close() error {
+	if n.own == nil {
+		n.env.Loop.Post(func() { n.stop(ErrClosed) })
+		return nil
+	}
+	n.query(func() { n.stop(ErrClosed) })
+	return n.own.Close()
+}
+
+// query runs f on the node's loop and waits for it. With a caller's Env
+// (the simulator, whose loop is the caller's own goroutine) it runs f
+// directly: such callers must call from the loop.
+func (n *Node) query(f func()) {
+	if n.own == nil {
+		f()
+		return
+	}
+	done := make(chan struct{})
+	n.env.Loop.Post(func() {
+		f()
+		close(done)
+	})
+	select {
+	case <-done:
+	case <-n.own.Loop.Done():
+	}
+}
+
+// NowInstanceID returns the next instance this node will execute in group:
+// every instance below it is chosen and executed here.
+func (n *Node) NowInstanceID(group uint64) (id uint64, err error) {
+	if group >= uint64(len(n.groups)) {
+		return 0, fmt.Errorf("%w: %d", ErrUnknownGroup, group)
+	}
+	n.query(func() { id = n.groups[group].core.ChosenUpto() + 1 })
+	return id, nil
+}
+
+// MinChosenInstanceID returns the lowest instance whose value this node
+// still holds. No log is cleaned yet, so it is 1 once anything is chosen.
+func (n *Node) MinChosenInstanceID(group uint64) (uint64, error) {
+	now, err := n.NowInstanceID(group)
+	if err != nil || now == 1 {
+		return 0, err
+	}
+	return 1, nil
+}
+
+// AddStateMachine registers sm in every group (or only in the listed
+// ones). Register before proposing values for it: a node that executes a
+// value whose SMID is unknown reports ErrNoStateMachine to its proposer.
+func (n *Node) AddStateMachine(sm StateMachine, groups ...uint64) error {
+	for _, g := range groups {
+		if g >= uint64(len(n.groups)) {
+			return fmt.Errorf("%w: %d", ErrUnknownGroup, g)
+		}
+	}
+	n.query(func() {
+		for _, g := range n.groups {
+			if len(groups) == 0 || slices.Contains(groups, g.id) {
+				g.sms = append(g.sms, sm)
+			}
+		}
+	})
+	return nil
 }
 
 func (n *Node) stop(err error) {

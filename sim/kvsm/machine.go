@@ -223,3 +223,14 @@ func (m *Machine) Digest(group uint64) uint64 {
 	}
 	return h.Sum64()
 }
+
+// Lookup returns the local state of one key, for reads that accept
+// staleness (they bypass Paxos).
+func (m *Machine) Lookup(group uint64, key string) Entry {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.groups[group][key]; e != nil {
+		return e.Entry
+	}
+	return Entry{}
+}

@@ -1,0 +1,170 @@
+// Command paxosbench measures paxoskit on real TCP and goleveldb: three
+// nodes in one process on loopback, fsync on, fresh data directories; C
+// client goroutines each propose S-byte values on node 1 in a closed loop.
+//
+//	paxosbench --clients 100 --size 100 --duration 10s
+//
+// It prints one RESULT line, the same shape as for the peer libraries.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/paxoskit/paxos"
+)
+
+// sink is a state machine that only counts.
+type sink struct{ n atomic.Uint64 }
+
+func (s *sink) SMID() uint32 { return 1 }
+func (s *sink) Execute(group, instance uint64, value []byte, ctx any) error {
+	s.n.Add(1)
+	return nil
+}
+
+func main() {
+	clients := flag.Int("clients", 16, "concurrent proposers on node 1")
+	size := flag.Int("size", 100, "value size in bytes")
+	duration := flag.Duration("duration", 10*time.Second, "measured time")
+	warmup := flag.Duration("warmup", 2*time.Second, "unmeasured time before")
+	groups := flag.Int("groups", 1, "Paxos groups; client i proposes to group i mod groups")
+	batch := flag.Bool("batch", false, "use BatchPropose")
+	window := flag.Int("window", 0, "instances in flight per group (0: library default)")
+	nosync := flag.Bool("nosync", false, "skip fsync (not comparable with the published numbers)")
+	dir := flag.String("dir", "", "data directory (default: a fresh temporary one)")
+	flag.Parse()
+	if err := run(*clients, *size, *duration, *warmup, *groups, *batch, *window, *nosync, *dir); err != nil {
+		fmt.Fprintln(os.Stderr, "paxosbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(clients, size int, duration, warmup time.Duration, groups int, batch bool, window int, nosync bool, dir string) error {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "paxosbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	peers := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		peers[id] = fmt.Sprintf("127.0.0.1:%d", 17000+int(id)+os.Getpid()%1000*3)
+	}
+	policy := paxos.SyncAlways
+	if nosync {
+		policy = paxos.SyncNever
+	}
+	var nodes []*paxos.Node
+	defer func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	}()
+	for id := uint64(1); id <= 3; id++ {
+		n, err := paxos.RunNode(paxos.Options{
+			MyNode: id, Peers: peers, ListenAddr: peers[id], Groups: groups,
+			DataDir: fmt.Sprintf("%s/node%d", dir, id), Sync: policy, Window: window,
+			StateMachines: []paxos.StateMachine{&sink{}}, MaxValueSize: size + 1024,
+		})
+		if err != nil {
+			return err
+		}
+		nodes = append(nodes, n)
+	}
+	leader := nodes[0]
+	value := make([]byte, size)
+	for i := range value {
+		value[i] = byte('a' + i%26)
+	}
+	var (
+		measuring atomic.Bool
+		stop      atomic.Bool
+		mu        sync.Mutex
+		lat       []time.Duration
+		errs      atomic.Uint64
+		wg        sync.WaitGroup
+	)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			g := uint64(c % groups)
+			var mine []time.Duration
+			for !stop.Load() {
+				t0 := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				var err error
+				if batch {
+					_, _, err = leader.BatchPropose(ctx, g, value, nil)
+				} else {
+					_, err = leader.Propose(ctx, g, value, nil)
+				}
+				cancel()
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				if measuring.Load() {
+					mine = append(mine, time.Since(t0))
+				}
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(warmup)
+	fsync0 := fsyncs(nodes)
+	cpu0 := cpuTime()
+	t0 := time.Now()
+	measuring.Store(true)
+	time.Sleep(duration)
+	measuring.Store(false)
+	elapsed := time.Since(t0)
+	cpu := cpuTime() - cpu0
+	fs := fsyncs(nodes) - fsync0
+	stop.Store(true)
+	wg.Wait()
+
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	ops := float64(len(lat)) / elapsed.Seconds()
+	mode := "propose"
+	if batch {
+		mode = "batch"
+	}
+	fmt.Printf("RESULT lib=paxoskit mode=%s clients=%d size=%d groups=%d ops/s=%.0f MB/s=%.2f p50=%v p99=%v p99.9=%v cpu=%.2fcores fsyncs/s=%.0f errors=%d\n",
+		mode, clients, size, groups, ops, ops*float64(size)/1e6, pct(0.50).Round(time.Microsecond),
+		pct(0.99).Round(time.Microsecond), pct(0.999).Round(time.Microsecond),
+		cpu.Seconds()/elapsed.Seconds(), float64(fs)/elapsed.Seconds(), errs.Load())
+	return nil
+}
+
+func fsyncs(nodes []*paxos.Node) uint64 {
+	var s uint64
+	for _, n := range nodes {
+		s += n.Stats().Fsyncs
+	}
+	return s
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/paxoskit/paxos/linearizability"
+	"github.com/paxoskit/paxos/sim/kvsm"
+)
+
+// proc is one paxoskv server process.
+type proc struct {
+	id   int
+	args []string
+	http string
+	cmd  *exec.Cmd
+	log  *os.File
+}
+
+func (p *proc) start(t *testing.T, bin string) {
+	t.Helper()
+	p.cmd = exec.Command(bin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start node %d: %v", p.id, err)
+	}
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Wait()
+}
+
+// TestKillNine runs three paxoskv processes, kills one with SIGKILL in the
+// middle of a concurrent workload and restarts it. Writes must go on with
+// two nodes, the restarted node must catch up, every node must end with the
+// same data, and porcupine must accept the client history.
+func TestKillNine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs processes")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "paxoskv")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	ports, err := freePorts(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []string
+	for i := range 3 {
+		peers = append(peers, fmt.Sprintf("%d=127.0.0.1:%d", i+1, ports[i]))
+	}
+	procs := make([]*proc, 3)
+	for i := range procs {
+		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer logf.Close()
+		p := &proc{id: i + 1, http: fmt.Sprintf("127.0.0.1:%d", ports[3+i]), log: logf}
+		p.args = []string{"serve", "--id", fmt.Sprint(i + 1), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
+			"--http", p.http, "--peers", strings.Join(peers, ","), "--data", filepath.Join(dir, fmt.Sprintf("data%d", i+1)),
+			"--groups", "2", "--timeout", "2s"}
+		p.start(t, bin)
+		procs[i] = p
+	}
+	defer func() {
+		for _, p := range procs {
+			p.kill()
+		}
+		if t.Failed() {
+			for i := range procs {
+				b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
+				t.Logf("node %d log:\n%s", i+1, b)
+			}
+		}
+	}()
+	hc := &http.Client{Timeout: 3 * time.Second}
+	for _, p := range procs {
+		waitReady(t, hc, p.http)
+	}
+
+	rec := linearizability.NewRecorder()
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	var (
+		stop      atomic.Bool
+		node3Down atomic.Bool
+		okWhile   atomic.Int64 // successful writes while node 3 was down
+		wg        sync.WaitGroup
+	)
+	for c := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(c), 7))
+			versions := map[string]uint64{}
+			for i := 0; !stop.Load(); i++ {
+				p := procs[rng.IntN(3)]
+				if p.id == 3 && node3Down.Load() {
+					continue // known down: the request would not reach a server
+				}
+				key := keys[rng.IntN(len(keys))]
+				op := kvsm.Op{Key: key}
+				switch rng.IntN(4) {
+				case 0:
+					op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d-%d", c, i)
+				case 1:
+					op.Kind = kvsm.Get
+				case 2:
+					op.Kind, op.Value, op.Version = kvsm.CAS, fmt.Sprintf("c%d-%d", c, i), versions[key]
+				default:
+					op.Kind = kvsm.Delete
+				}
+				id := rec.Invoke(c, op, time.Now().UnixNano())
+				res, err := do(hc, p.http, op)
+				if err != nil {
+					rec.Unknown(id)
+					continue
+				}
+				rec.Return(id, res, time.Now().UnixNano())
+				versions[key] = res.Version
+				if op.Kind != kvsm.Get && node3Down.Load() {
+					okWhile.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	node3Down.Store(true)
+	procs[2].kill()
+	t.Logf("killed node 3 with SIGKILL")
+	time.Sleep(2 * time.Second)
+	procs[2].start(t, bin)
+	waitReady(t, hc, procs[2].http)
+	node3Down.Store(false)
+	t.Logf("restarted node 3")
+	time.Sleep(2 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+
+	if okWhile.Load() == 0 {
+		t.Fatalf("no write succeeded while node 3 was down")
+	}
+	t.Logf("%d writes succeeded with node 3 down; %d ops recorded", okWhile.Load(), rec.Len())
+
+	// A last write per key through node 1; then every node must serve the
+	// same state from its local copy once it has caught up.
+	for _, key := range keys {
+		if _, err := do(hc, procs[0].http, kvsm.Op{Kind: kvsm.Put, Key: key, Value: "final"}); err != nil {
+			t.Fatalf("final put %s: %v", key, err)
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		same, diff := true, ""
+		for _, key := range keys {
+			var first string
+			for i, p := range procs {
+				got := staleRead(hc, p.http, key)
+				if i == 0 {
+					first = got
+				} else if got != first {
+					same, diff = false, fmt.Sprintf("key %s: node 1 has %s, node %d has %s", key, first, i+1, got)
+				}
+			}
+			if !strings.Contains(first, `"final"`) {
+				same, diff = false, fmt.Sprintf("key %s: node 1 has %s", key, first)
+			}
+		}
+		if same {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nodes did not converge: %s", diff)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	v := rec.Check(30 * time.Second)
+	if !v.OK() {
+		html := filepath.Join(os.TempDir(), "paxoskv-kill.html")
+		rec.WriteHTML(html, v)
+		t.Fatalf("history of %d ops (%d unknown) not linearizable: %v (see %s)", v.Ops, v.Unknown, v.Result, html)
+	}
+	t.Logf("porcupine: %d ops, %d unknown, linearizable", v.Ops, v.Unknown)
+}
+
+func waitReady(t *testing.T, hc *http.Client, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := do(hc, addr, kvsm.Op{Kind: kvsm.Get, Key: "ready"}); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("node at %s never served a linearizable read", addr)
+}
+
+// do runs op over HTTP and turns the answer into a kvsm.Result; an error
+// means the outcome is unknown.
+func do(hc *http.Client, addr string, op kvsm.Op) (kvsm.Result, error) {
+	url := "http://" + addr + "/kv/" + op.Key
+	method := map[kvsm.Kind]string{kvsm.Put: "PUT", kvsm.CAS: "PUT", kvsm.Get: "GET", kvsm.Delete: "DELETE"}[op.Kind]
+	if op.Kind == kvsm.CAS {
+		url += fmt.Sprintf("?version=%d", op.Version)
+	}
+	req, err := http.NewRequestWithContext(context.Background(), method, url, strings.NewReader(op.Value))
+	if err != nil {
+		return kvsm.Result{}, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return kvsm.Result{}, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Value   *string `json:"value"`
+		Version uint64  `json:"version"`
+		Found   bool    `json:"found"`
+		Error   string  `json:"error"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return kvsm.Result{}, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+	}
+	res := kvsm.Result{OK: true, Version: out.Version}
+	switch {
+	case resp.StatusCode == http.StatusOK && op.Kind == kvsm.Get:
+		res.Found, res.Value = true, *out.Value
+	case resp.StatusCode == http.StatusOK && op.Kind == kvsm.Delete:
+		res.Found = out.Found
+	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusNotFound && op.Kind == kvsm.Get:
+	case resp.StatusCode == http.StatusConflict && op.Kind == kvsm.CAS:
+		res.OK, res.Found = false, out.Found
+		if out.Value != nil {
+			res.Value = *out.Value
+		}
+	default:
+		return kvsm.Result{}, fmt.Errorf("status %d: %s", resp.StatusCode, out.Error)
+	}
+	return res, nil
+}
+
+func staleRead(hc *http.Client, addr, key string) string {
+	resp, err := hc.Get("http://" + addr + "/kv/" + key + "?stale=1")
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
