@@ -166,6 +166,7 @@ type Stats struct {
 	Timeouts    uint64
 	Syncs       uint64 // syncs the runtime asked storage for
 	Fsyncs      uint64 // fsyncing batch writes of the production storage
+	SendDrops   uint64 // messages the production transport dropped
 	Committed   uint64
 }
 
@@ -274,6 +275,7 @@ func (n *Node) Stats() Stats {
 	s := n.stats
 	if n.own != nil {
 		s.Fsyncs = n.own.Storage.Stats().Syncs
+		s.SendDrops = n.own.Transport.Stats().QueueDrops
 	}
 	return s
 }
@@ -507,6 +509,12 @@ func (n *Node) onTick() {
 // network and the state machines. One Write and one Sync cover all groups:
 // group commit. While a sync is in flight, new output waits for the next.
 func (n *Node) process() {
+	if n.closed {
+		return
+	}
+	for _, g := range n.groups {
+		n.sendAll(g.core.Early())
+	}
 	for !n.syncing && !n.closed {
 		var rds []groupReady
 		for _, g := range n.groups {
@@ -562,13 +570,17 @@ func (n *Node) fail(err error) {
 
 func (n *Node) send(rds []groupReady) {
 	for _, r := range rds {
-		for _, m := range r.rd.Messages {
-			data, err := proto.Marshal(m)
-			if err != nil {
-				panic(fmt.Sprintf("paxos: marshal own message: %v", err))
-			}
-			n.env.Transport.Send(m.To, data)
+		n.sendAll(r.rd.Messages)
+	}
+}
+
+func (n *Node) sendAll(msgs []*pb.Message) {
+	for _, m := range msgs {
+		data, err := proto.Marshal(m)
+		if err != nil {
+			panic(fmt.Sprintf("paxos: marshal own message: %v", err))
 		}
+		n.env.Transport.Send(m.To, data)
 	}
 }
 

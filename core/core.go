@@ -139,6 +139,7 @@ type Core struct {
 
 	// Output not yet handed out in a Ready.
 	msgs        []*pb.Message
+	early       []*pb.Message
 	entries     []*pb.Entry
 	local       []*pb.Message
 	outAccepts  []*pb.Entry
@@ -259,7 +260,8 @@ func (c *Core) enqueue(v *pb.Value) (uint64, bool) {
 	return c.seq, true
 }
 
-// HasReady reports whether Ready has something to hand out.
+// HasReady reports whether Ready has something to hand out. Messages that
+// may leave early are not counted; see Early.
 func (c *Core) HasReady() bool {
 	if c.outstanding {
 		return false
@@ -411,7 +413,37 @@ func (c *Core) send(m *pb.Message) {
 		c.local = append(c.local, m)
 		return
 	}
+	if early(m.Type) {
+		c.early = append(c.early, m)
+		return
+	}
 	c.msgs = append(c.msgs, m)
+}
+
+// early reports whether a message may leave before the records of its
+// Ready are durable: it reveals no acceptor state and nothing learned from
+// votes. Proposer requests qualify (an ACCEPT's ballot was made durable by
+// the prepare that won it), so a leader's disk and its followers' disks
+// work in parallel. PREPARE does not: its ballot is unique across restarts
+// only once the proposer's own promise of it is durable. CHOSEN and
+// LEARN_RESP do not: a value counts as chosen with this node's own vote,
+// which may still be in flight to disk.
+func early(t pb.MsgType) bool {
+	switch t {
+	case pb.MsgType_MSG_ACCEPT, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_FORWARD,
+		pb.MsgType_MSG_REJECT, pb.MsgType_MSG_LEARN_REQ:
+		return true
+	}
+	return false
+}
+
+// Early hands out the messages that may leave at once, before the pending
+// records are durable (see early). The driver may call it at any time,
+// including while a Ready is being handled.
+func (c *Core) Early() []*pb.Message {
+	m := c.early
+	c.early = nil
+	return m
 }
 
 func (c *Core) broadcast(m *pb.Message, self bool) {

@@ -19,6 +19,11 @@
 // Step, Tick and Propose may be called while a Ready is being handled; their
 // effects go into the next Ready. HasReady reports false until Advance.
 //
+// Early returns the messages that need no durable record (proposer requests
+// such as ACCEPT, heartbeats, forwards, rejects, learn requests). The driver
+// sends them as soon as it likes, even while a Ready's sync is in flight, so
+// a leader's fsync overlaps its followers'.
+//
 // Protocol summary. Ballots are (counter, node) and never reused across
 // restarts, because a proposer's own acceptor promises its ballot and that
 // promise is durable before any prepare leaves. A promise covers every

@@ -135,6 +135,11 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	fs := fsyncs(nodes) - fsync0
 	stop.Store(true)
 	wg.Wait()
+	if os.Getenv("PAXOSBENCH_DEBUG") != "" {
+		for i, n := range nodes {
+			fmt.Fprintf(os.Stderr, "node %d: %+v %+v\n", i+1, n.Stats(), n.CoreStats(0))
+		}
+	}
 
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration {
