@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -84,7 +83,7 @@ type hnode struct {
 
 func newCluster(t *testing.T, n, groups int, smids []uint32, tweak func(*paxos.Options)) *cluster {
 	t.Helper()
-	c := &cluster{t: t, rng: rand.New(rand.NewPCG(seedForTest(), 2)), nodes: map[uint64]*hnode{},
+	c := &cluster{t: t, rng: rand.New(rand.NewPCG(1, 2)), nodes: map[uint64]*hnode{},
 		drop: map[[2]uint64]bool{}, groups: groups, smids: smids, tweak: tweak}
 	for i := range n {
 		c.ids = append(c.ids, uint64(i+1))
@@ -692,7 +691,7 @@ func TestErrors(t *testing.T) {
 		for _, o := range []paxos.Options{
 			{MyNode: 9, Nodes: []uint64{1, 2, 3}, Env: e},
 			{MyNode: 0, Nodes: []uint64{1, 2, 3}, Env: e},
-			{MyNode: 1, Nodes: []uint64{1, 2, 3}},
+			{MyNode: 1, Nodes: []uint64{1, 2, 3}, Env: env.Env{Loop: e.Loop, Clock: e.Clock}},
 		} {
 			if n, err := paxos.RunNode(o); !errors.Is(err, paxos.ErrInvalidOptions) || n != nil {
 				t.Errorf("RunNode(MyNode %d): node %v err %v, want ErrInvalidOptions", o.MyNode, n, err)
@@ -778,5 +777,3 @@ func TestBlockingPropose(t *testing.T) {
 		runtime.Gosched()
 	}
 }
-
-func seedForTest() uint64 { var s uint64; fmt.Sscan(os.Getenv("SEED"), &s); return s }
