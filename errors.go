@@ -21,6 +21,8 @@ var (
 	ErrExecuteFailed = errors.New("paxos: execute failed")
 	// ErrInvalidOptions means RunNode was given unusable Options.
 	ErrInvalidOptions = errors.New("paxos: invalid options")
+	// ErrNotMember means the node is not among the cluster's members.
+	ErrNotMember = errors.New("paxos: node is not a member")
 	// ErrStorage means the node's storage failed; the node has stopped.
 	ErrStorage = errors.New("paxos: storage failed")
 )

@@ -63,7 +63,7 @@ type Options struct {
 
 	TickInterval   time.Duration // default 10ms; protocol timeouts count ticks
 	ProposeTimeout time.Duration // default 3s; then a proposal fails with ErrTimeout
-	Window         int           // instances in flight per group; default 16
+	Window         int           // instances in flight per group; default 128
 	MaxValueSize   int           // default 8 MiB
 	MaxPending     int           // proposals waiting per group; default 4096
 
@@ -112,7 +112,7 @@ func (o *Options) setDefaults() error {
 		o.ProposeTimeout = 3 * time.Second
 	}
 	if o.Window == 0 {
-		o.Window = 16
+		o.Window = 128
 	}
 	if o.MaxValueSize == 0 {
 		o.MaxValueSize = 8 << 20
@@ -134,7 +134,7 @@ func (o *Options) setDefaults() error {
 	}
 	switch {
 	case o.MyNode == 0 || !slices.Contains(o.Nodes, o.MyNode):
-		return fmt.Errorf("%w: MyNode %d not in Nodes %v", ErrInvalidOptions, o.MyNode, o.Nodes)
+		return fmt.Errorf("%w: %w: MyNode %d not in Nodes %v", ErrInvalidOptions, ErrNotMember, o.MyNode, o.Nodes)
 	case o.Groups < 0 || o.Window < 0 || o.MaxValueSize < 0 || o.MaxPending < 0:
 		return fmt.Errorf("%w: negative size", ErrInvalidOptions)
 	case o.Env == (env.Env{}) && (o.DataDir == "" || o.ListenAddr == ""):
@@ -505,9 +505,11 @@ func (n *Node) onTick() {
 	n.tick = n.env.Clock.AfterFunc(n.opts.TickInterval, n.onTick)
 }
 
-// process hands every group's Ready to storage, then (once synced) to the
-// network and the state machines. One Write and one Sync cover all groups:
-// group commit. While a sync is in flight, new output waits for the next.
+// process follows core's driver contract for every group: early messages
+// go out at once; then each Ready's committed values are executed, its
+// records written, and (once synced) its messages sent. One Write and one
+// Sync cover all groups: group commit. While a sync is in flight, new
+// output waits for the next.
 func (n *Node) process() {
 	if n.closed {
 		return
@@ -531,11 +533,14 @@ func (n *Node) process() {
 		var recs []*pb.Record
 		mustSync := false
 		for _, r := range rds {
-			if r.rd.HardState != nil {
-				recs = append(recs, &pb.Record{Group: r.g.id, HardState: r.rd.HardState})
+			for _, e := range r.rd.Committed {
+				n.execute(r.g, e)
 			}
 			for _, e := range r.rd.Entries {
 				recs = append(recs, &pb.Record{Group: r.g.id, Entry: e})
+			}
+			if r.rd.HardState != nil { // after the entries its watermark covers
+				recs = append(recs, &pb.Record{Group: r.g.id, HardState: r.rd.HardState})
 			}
 			mustSync = mustSync || r.rd.MustSync
 		}
@@ -584,6 +589,7 @@ func (n *Node) sendAll(msgs []*pb.Message) {
 	}
 }
 
+// finish sends a persisted Ready's messages and advances its core.
 func (n *Node) finish(rds []groupReady) {
 	if n.closed {
 		return
@@ -592,9 +598,6 @@ func (n *Node) finish(rds []groupReady) {
 		n.send(rds)
 	}
 	for _, r := range rds {
-		for _, e := range r.rd.Committed {
-			n.execute(r.g, e)
-		}
 		r.g.core.Advance()
 	}
 }

@@ -559,6 +559,11 @@ func TestRestartReplaysAndCatchesUp(t *testing.T) {
 		if r.Entry != nil && r.Entry.Chosen {
 			chosen[r.Entry.Instance] = true
 		}
+		if r.HardState != nil { // the chosen watermark covers accepted records
+			for i := uint64(1); i <= r.HardState.ChosenUpto; i++ {
+				chosen[i] = true
+			}
+		}
 	}
 	prefix := 0
 	for chosen[uint64(prefix+1)] {

@@ -91,7 +91,7 @@ type inflight struct {
 
 // Ready is the output of a Core; see the package doc for how to handle it.
 type Ready struct {
-	HardState *pb.HardState // nil when unchanged
+	HardState *pb.HardState // nil when unchanged; persist after Entries
 	Entries   []*pb.Entry   // records to persist, in order; later ones win
 	MustSync  bool
 	Messages  []*pb.Message
@@ -110,6 +110,7 @@ type Core struct {
 	log        map[uint64]*pb.Entry // entries are immutable: replaced, never edited
 	maxIndex   uint64               // highest instance in log
 	chosenUpto uint64               // every instance <= chosenUpto is chosen
+	savedUpto  uint64               // chosen watermark handed out in a Ready
 	applied    uint64               // last instance handed out in Committed
 	maxKnown   uint64               // highest instance any peer mentioned
 
@@ -140,6 +141,8 @@ type Core struct {
 	// Output not yet handed out in a Ready.
 	msgs        []*pb.Message
 	early       []*pb.Message
+	selfVotes   []*pb.Message // our votes waiting for a Ready to persist them
+	pendingSelf []*pb.Message // our votes in the outstanding Ready
 	entries     []*pb.Entry
 	local       []*pb.Message
 	outAccepts  []*pb.Entry
@@ -206,6 +209,26 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 			c.maxSeen = b.Counter
 		}
 	}
+	if hs != nil && hs.ChosenUpto > 0 {
+		for i := uint64(1); i <= hs.ChosenUpto; i++ {
+			e := c.log[i]
+			if e == nil {
+				return nil, fmt.Errorf("%w: watermark says instance %d of %d is chosen, but it has no record", ErrCorruptState, i, hs.ChosenUpto)
+			}
+			if !e.Chosen {
+				c.log[i] = &pb.Entry{Instance: i, Ballot: e.Ballot, Value: e.Value, Chosen: true}
+			}
+		}
+		c.savedUpto = hs.ChosenUpto
+	}
+	// Accepting a ballot implies promising it. A crash between the records
+	// of one Ready may keep an accepted entry but not the promise raised
+	// with it; never promise less than what was accepted.
+	for _, e := range c.log {
+		if b := ballotOf(e.Ballot); c.promised.Less(b) {
+			c.promised = b
+		}
+	}
 	c.maxKnown = c.maxIndex
 	c.advanceChosen()
 	// Wait a random while before the first prepare, so restarted nodes do
@@ -266,16 +289,18 @@ func (c *Core) HasReady() bool {
 	if c.outstanding {
 		return false
 	}
-	return c.hsDirty || len(c.entries) > 0 || len(c.msgs) > 0 || c.chosenUpto > c.applied
+	return c.hsDirty || len(c.entries) > 0 || len(c.msgs) > 0 || len(c.selfVotes) > 0 ||
+		c.chosenUpto > c.applied || c.chosenUpto > c.savedUpto
 }
 
 // Ready hands out the pending output. Call Advance once it is handled.
 func (c *Core) Ready() Ready {
 	rd := Ready{Entries: c.entries, Messages: c.msgs}
-	if c.hsDirty {
-		rd.HardState = &pb.HardState{Promised: c.promised.pb(), Boot: c.boot}
-		rd.MustSync = true
+	if c.hsDirty || c.chosenUpto > c.savedUpto {
+		rd.HardState = &pb.HardState{Promised: c.promised.pb(), Boot: c.boot, ChosenUpto: c.chosenUpto}
+		rd.MustSync = c.hsDirty // a watermark alone need not be synced
 		c.hsDirty = false
+		c.savedUpto = c.chosenUpto
 	}
 	for _, e := range rd.Entries {
 		if !e.Chosen {
@@ -287,12 +312,22 @@ func (c *Core) Ready() Ready {
 	}
 	c.applied = c.chosenUpto
 	c.entries, c.msgs = nil, nil
+	c.pendingSelf, c.selfVotes = c.selfVotes, nil
 	c.outstanding = true
 	return rd
 }
 
-// Advance tells the core the last Ready was handled.
-func (c *Core) Advance() { c.outstanding = false }
+// Advance tells the core the last Ready was handled: its records are
+// durable, so this node's own votes in it now count.
+func (c *Core) Advance() {
+	c.outstanding = false
+	votes := c.pendingSelf
+	c.pendingSelf = nil
+	for _, m := range votes {
+		c.step(m)
+	}
+	c.flush()
+}
 
 // Tick advances logical time by one unit.
 func (c *Core) Tick() {
@@ -410,6 +445,12 @@ func (c *Core) send(m *pb.Message) {
 	m.Group = c.cfg.Group
 	m.ChosenUpto = c.chosenUpto
 	if m.To == c.cfg.ID {
+		if m.Type == pb.MsgType_MSG_ACCEPTED {
+			// Our own vote counts only once its record is durable: it is
+			// delivered by the Advance after the Ready that persists it.
+			c.selfVotes = append(c.selfVotes, m)
+			return
+		}
 		c.local = append(c.local, m)
 		return
 	}
@@ -421,20 +462,19 @@ func (c *Core) send(m *pb.Message) {
 }
 
 // early reports whether a message may leave before the records of its
-// Ready are durable: it reveals no acceptor state and nothing learned from
-// votes. Proposer requests qualify (an ACCEPT's ballot was made durable by
-// the prepare that won it), so a leader's disk and its followers' disks
-// work in parallel. PREPARE does not: its ballot is unique across restarts
-// only once the proposer's own promise of it is durable. CHOSEN and
-// LEARN_RESP do not: a value counts as chosen with this node's own vote,
-// which may still be in flight to disk.
+// Ready are durable. Only promises and votes (PROMISE, ACCEPTED) reveal
+// acceptor state, and a PREPARE's ballot is unique across restarts only once
+// the proposer's own promise of it is durable; those three wait. Everything
+// else may go at once: an ACCEPT's ballot was made durable by the prepare
+// that won it, and chosen values (CHOSEN, LEARN_RESP) were counted from
+// durable votes only, this node's own included. So a leader's disk and its
+// followers' disks work in parallel.
 func early(t pb.MsgType) bool {
 	switch t {
-	case pb.MsgType_MSG_ACCEPT, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_FORWARD,
-		pb.MsgType_MSG_REJECT, pb.MsgType_MSG_LEARN_REQ:
-		return true
+	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPTED:
+		return false
 	}
-	return false
+	return true
 }
 
 // Early hands out the messages that may leave at once, before the pending

@@ -4,26 +4,25 @@
 // its Config.
 //
 // Everything enters through Step (a message from a peer), Tick (one unit of
-// logical time) and Propose (a new value). Everything leaves through a Ready,
-// which the driver must handle in this order:
+// logical time) and Propose (a new value). Everything leaves through Early
+// and Ready, which the driver handles in this order:
 //
-//  1. Persist Ready.HardState and Ready.Entries; if Ready.MustSync, make them
-//     durable (fsync) before going on. Acceptor promises and accepted values
-//     are in these records, and the messages below may reveal them.
-//  2. Send Ready.Messages.
-//  3. Execute Ready.Committed, in order: they are chosen values in strictly
-//     increasing instance order with no gaps, starting after the last
-//     instance of the previous Ready.
-//  4. Call Advance.
+//  1. Send what Early returns, whenever it likes (even while an earlier
+//     Ready's sync is in flight): these messages reveal no acceptor state.
+//  2. Take a Ready. Execute Ready.Committed, in order: chosen values in
+//     strictly increasing instance order with no gaps, starting after the
+//     last instance of the previous Ready. They were chosen by durable votes,
+//     so they may be executed before this Ready's records are persisted.
+//  3. Persist Ready.HardState and Ready.Entries; if Ready.MustSync, make them
+//     durable (fsync) before going on.
+//  4. Send Ready.Messages (promises, votes, prepares): they reveal the
+//     records just persisted.
+//  5. Call Advance. It counts this node's own votes, which had to wait for
+//     their records, and may produce more output.
 //
 // Step, Tick and Propose may be called while a Ready is being handled; their
 // effects go into the next Ready. HasReady reports false until Advance.
-//
-// Early returns the messages that need no durable record (proposer requests
-// such as ACCEPT, heartbeats, forwards, rejects, learn requests). The driver
-// sends them as soon as it likes, even while a Ready's sync is in flight, so
-// a leader's fsync overlaps its followers'.
-//
+
 // Protocol summary. Ballots are (counter, node) and never reused across
 // restarts, because a proposer's own acceptor promises its ballot and that
 // promise is durable before any prepare leaves. A promise covers every

@@ -20,7 +20,13 @@ func (c *Core) learn(i uint64, v *pb.Value) {
 		}
 		return
 	}
-	c.setLog(&pb.Entry{Instance: i, Value: v, Chosen: true})
+	if old := c.log[i]; old != nil && SameProposal(old.Value, v) {
+		// The accepted record already holds the value; the chosen
+		// watermark in the next HardState covers it on disk.
+		c.log[i] = &pb.Entry{Instance: i, Ballot: old.Ballot, Value: old.Value, Chosen: true}
+	} else {
+		c.setLog(&pb.Entry{Instance: i, Value: v, Chosen: true})
+	}
 	c.Stats.Learned++
 	delete(c.inflight, i)
 	if bv := c.bound[i]; bv != nil {

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,9 @@ func main() {
 	window := flag.Int("window", 0, "instances in flight per group (0: library default)")
 	nosync := flag.Bool("nosync", false, "skip fsync (not comparable with the published numbers)")
 	dir := flag.String("dir", "", "data directory (default: a fresh temporary one)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured time to this file")
 	flag.Parse()
+	profile = *cpuprofile
 	if err := run(*clients, *size, *duration, *warmup, *groups, *batch, *window, *nosync, *dir); err != nil {
 		fmt.Fprintln(os.Stderr, "paxosbench:", err)
 		os.Exit(1)
@@ -124,6 +127,14 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 		}()
 	}
 	time.Sleep(warmup)
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+	}
 	fsync0 := fsyncs(nodes)
 	cpu0 := cpuTime()
 	t0 := time.Now()
@@ -131,6 +142,9 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	time.Sleep(duration)
 	measuring.Store(false)
 	elapsed := time.Since(t0)
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
 	cpu := cpuTime() - cpu0
 	fs := fsyncs(nodes) - fsync0
 	stop.Store(true)
@@ -159,6 +173,8 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 		cpu.Seconds()/elapsed.Seconds(), float64(fs)/elapsed.Seconds(), errs.Load())
 	return nil
 }
+
+var profile string
 
 func fsyncs(nodes []*paxos.Node) uint64 {
 	var s uint64

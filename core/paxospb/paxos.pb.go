@@ -413,9 +413,14 @@ func (x *Entry) GetChosen() bool {
 
 // HardState is the durable per-group acceptor and proposer state.
 type HardState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Promised      *Ballot                `protobuf:"bytes,1,opt,name=promised,proto3" json:"promised,omitempty"`
-	Boot          uint64                 `protobuf:"varint,2,opt,name=boot,proto3" json:"boot,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Promised *Ballot                `protobuf:"bytes,1,opt,name=promised,proto3" json:"promised,omitempty"`
+	Boot     uint64                 `protobuf:"varint,2,opt,name=boot,proto3" json:"boot,omitempty"`
+	// chosen_upto is a watermark: every instance up to it is chosen, and an
+	// instance without a chosen entry record holds the chosen value in its
+	// accepted entry record (so learning a value this node already accepted
+	// costs no second copy of it on disk).
+	ChosenUpto    uint64 `protobuf:"varint,3,opt,name=chosen_upto,json=chosenUpto,proto3" json:"chosen_upto,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -460,6 +465,13 @@ func (x *HardState) GetPromised() *Ballot {
 func (x *HardState) GetBoot() uint64 {
 	if x != nil {
 		return x.Boot
+	}
+	return 0
+}
+
+func (x *HardState) GetChosenUpto() uint64 {
+	if x != nil {
+		return x.ChosenUpto
 	}
 	return 0
 }
@@ -677,10 +689,12 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\binstance\x18\x01 \x01(\x04R\binstance\x12-\n" +
 	"\x06ballot\x18\x02 \x01(\v2\x15.paxoskit.core.BallotR\x06ballot\x12*\n" +
 	"\x05value\x18\x03 \x01(\v2\x14.paxoskit.core.ValueR\x05value\x12\x16\n" +
-	"\x06chosen\x18\x04 \x01(\bR\x06chosen\"R\n" +
+	"\x06chosen\x18\x04 \x01(\bR\x06chosen\"s\n" +
 	"\tHardState\x121\n" +
 	"\bpromised\x18\x01 \x01(\v2\x15.paxoskit.core.BallotR\bpromised\x12\x12\n" +
-	"\x04boot\x18\x02 \x01(\x04R\x04boot\"\xf6\x02\n" +
+	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x1f\n" +
+	"\vchosen_upto\x18\x03 \x01(\x04R\n" +
+	"chosenUpto\"\xf6\x02\n" +
 	"\aMessage\x12*\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x16.paxoskit.core.MsgTypeR\x04type\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +

@@ -249,10 +249,16 @@ func validate(r *pb.Record) error {
 func (s *Storage) Write(recs []*pb.Record) error {
 	var o op
 	o.kvs = make([]kvIdx, 0, len(recs))
+	size := 0
 	for i, r := range recs {
 		if err := validate(r); err != nil {
 			return fmt.Errorf("storage: write: record %d: %w", i, err)
 		}
+		size += 1 + 16 + 4 + proto.Size(r) // key, checksum and an upper bound of the value
+	}
+	// One allocation: growing the buffer would copy large values again.
+	o.buf = make([]byte, 0, size)
+	for i, r := range recs {
 		var key []byte
 		var msg proto.Message
 		if r.HardState != nil {
