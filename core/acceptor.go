@@ -1,6 +1,11 @@
 package core
 
-import pb "github.com/paxoskit/paxos/core/paxospb"
+import (
+	"cmp"
+	"slices"
+
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
 
 // promise raises the acceptor's promise to b; it covers every instance.
 func (c *Core) promise(b Ballot) {
@@ -30,13 +35,7 @@ func (c *Core) onPrepare(m *pb.Message) {
 	}
 	c.promise(b)
 	c.yield(b)
-	var entries []*pb.Entry
-	for i := max(m.Instance, 1); i <= c.maxIndex; i++ {
-		if e := c.log[i]; e != nil {
-			entries = append(entries, e)
-		}
-	}
-	c.send(&pb.Message{Type: pb.MsgType_MSG_PROMISE, To: m.From, Ballot: m.Ballot, Entries: entries})
+	c.send(&pb.Message{Type: pb.MsgType_MSG_PROMISE, To: m.From, Ballot: m.Ballot, Entries: c.entriesFrom(m.Instance)})
 }
 
 // onAccept is phase 2b: accept unless promised to a higher ballot.
@@ -54,6 +53,9 @@ func (c *Core) onAccept(m *pb.Message) {
 	ids := make([]uint64, 0, len(m.Entries))
 	var chosen []*pb.Entry
 	for _, e := range m.Entries {
+		if c.tooFar(e.Instance) {
+			continue // no vote: this node must catch up first
+		}
 		if old := c.log[e.Instance]; old != nil && old.Chosen {
 			// Already decided: tell the proposer the outcome instead of
 			// voting, so every vote we send stands on a stored record.
@@ -84,4 +86,27 @@ func (c *Core) onHeartbeat(m *pb.Message) {
 // followLeader records that b's proposer leads; proposals go there.
 func (c *Core) followLeader(b Ballot) {
 	c.leader, c.leaderBallot, c.leaderTicks = b.Node, b, 0
+}
+
+// entriesFrom returns the stored entries from instance from on, in order.
+func (c *Core) entriesFrom(from uint64) []*pb.Entry {
+	var out []*pb.Entry
+	if c.maxIndex < from {
+		return nil
+	}
+	if c.maxIndex-from < uint64(len(c.log)) {
+		for i := max(from, 1); i <= c.maxIndex; i++ {
+			if e := c.log[i]; e != nil {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	for i, e := range c.log {
+		if i >= from {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b *pb.Entry) int { return cmp.Compare(a.Instance, b.Instance) })
+	return out
 }

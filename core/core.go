@@ -20,6 +20,16 @@ const (
 	CanaryEarlyReply           // messages leave before their records are synced
 )
 
+// MaxLag bounds how far past its chosen prefix a node stores or proposes
+// instances. Entries beyond it are ignored (the node learns them later, in
+// order), and a proposer that finds the cluster that far ahead catches up
+// before leading. It keeps every loop over instances bounded whatever a
+// peer sends.
+const MaxLag = 1 << 16
+
+// maxInstance is the largest instance number a message may carry.
+const maxInstance = 1 << 48
+
 // Config configures one group's Core.
 type Config struct {
 	ID    uint64   // this node
@@ -111,6 +121,8 @@ type Core struct {
 	maxIndex   uint64               // highest instance in log
 	chosenUpto uint64               // every instance <= chosenUpto is chosen
 	savedUpto  uint64               // chosen watermark handed out in a Ready
+	bootSaved  bool                 // the Ready carrying this boot was persisted
+	bootReady  bool                 // the outstanding Ready carries it
 	applied    uint64               // last instance handed out in Committed
 	maxKnown   uint64               // highest instance any peer mentioned
 
@@ -197,8 +209,11 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 	c.hsDirty = true
 	c.maxSeen = c.promised.Counter
 	for _, e := range entries {
-		if e == nil || e.Instance == 0 || e.Value == nil {
+		if e == nil || e.Instance == 0 || e.Instance > maxInstance || e.Value == nil {
 			return nil, fmt.Errorf("%w: bad entry %v", ErrCorruptState, e)
+		}
+		if !e.Chosen && ballotOf(e.Ballot).IsZero() {
+			return nil, fmt.Errorf("%w: accepted entry %d without a ballot", ErrCorruptState, e.Instance)
 		}
 		if old := c.log[e.Instance]; old != nil && old.Chosen && !e.Chosen {
 			continue // a chosen record is final
@@ -208,6 +223,9 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 		if b := ballotOf(e.Ballot); b.Counter > c.maxSeen {
 			c.maxSeen = b.Counter
 		}
+	}
+	if hs != nil && hs.ChosenUpto > uint64(len(c.log)) {
+		return nil, fmt.Errorf("%w: watermark %d above the %d stored entries", ErrCorruptState, hs.ChosenUpto, len(c.log))
 	}
 	if hs != nil && hs.ChosenUpto > 0 {
 		for i := uint64(1); i <= hs.ChosenUpto; i++ {
@@ -299,6 +317,7 @@ func (c *Core) Ready() Ready {
 	if c.hsDirty || c.chosenUpto > c.savedUpto {
 		rd.HardState = &pb.HardState{Promised: c.promised.pb(), Boot: c.boot, ChosenUpto: c.chosenUpto}
 		rd.MustSync = c.hsDirty // a watermark alone need not be synced
+		c.bootReady = c.bootReady || c.hsDirty
 		c.hsDirty = false
 		c.savedUpto = c.chosenUpto
 	}
@@ -321,6 +340,9 @@ func (c *Core) Ready() Ready {
 // durable, so this node's own votes in it now count.
 func (c *Core) Advance() {
 	c.outstanding = false
+	if c.bootReady {
+		c.bootSaved = true
+	}
 	votes := c.pendingSelf
 	c.pendingSelf = nil
 	for _, m := range votes {
@@ -375,6 +397,12 @@ func (c *Core) validate(m *pb.Message) error {
 	if m.From == c.cfg.ID || !slices.Contains(c.cfg.Peers, m.From) {
 		return fmt.Errorf("%w: node %d", ErrNotMember, m.From)
 	}
+	if m.Ballot != nil && m.Ballot.Node != 0 && !slices.Contains(c.cfg.Peers, m.Ballot.Node) {
+		return fmt.Errorf("%w: ballot of node %d", ErrNotMember, m.Ballot.Node)
+	}
+	if m.Instance > maxInstance {
+		return fmt.Errorf("%w: instance %d", ErrInvalidMessage, m.Instance)
+	}
 	switch m.Type {
 	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPT,
 		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_REJECT, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_FORWARD:
@@ -386,16 +414,24 @@ func (c *Core) validate(m *pb.Message) error {
 		return fmt.Errorf("%w: type %v", ErrInvalidMessage, m.Type)
 	}
 	for _, e := range m.Entries {
-		if e == nil || e.Instance == 0 || e.Value == nil {
+		if e == nil || e.Instance == 0 || e.Instance > maxInstance || e.Value == nil {
 			return fmt.Errorf("%w: bad entry in %v", ErrInvalidMessage, m.Type)
+		}
+		if b := e.Ballot; b != nil && b.Node != 0 && !slices.Contains(c.cfg.Peers, b.Node) {
+			return fmt.Errorf("%w: entry ballot of node %d", ErrNotMember, b.Node)
 		}
 		if !e.Chosen && m.Type != pb.MsgType_MSG_CHOSEN && m.Type != pb.MsgType_MSG_LEARN_RESP && e.Ballot == nil {
 			return fmt.Errorf("%w: entry %d without ballot", ErrInvalidMessage, e.Instance)
 		}
 	}
 	for _, v := range m.Values {
-		if v == nil || v.Node == 0 {
+		if v == nil || !slices.Contains(c.cfg.Peers, v.Node) {
 			return fmt.Errorf("%w: bad forwarded value", ErrInvalidMessage)
+		}
+	}
+	for _, i := range m.Instances {
+		if i == 0 || i > maxInstance {
+			return fmt.Errorf("%w: instance %d", ErrInvalidMessage, i)
 		}
 	}
 	return nil
@@ -454,7 +490,9 @@ func (c *Core) send(m *pb.Message) {
 		c.local = append(c.local, m)
 		return
 	}
-	if early(m.Type) {
+	// A forward carries proposal ids with this incarnation's boot; they are
+	// unique only once the boot is durable.
+	if early(m.Type) && (m.Type != pb.MsgType_MSG_FORWARD || c.bootSaved) {
 		c.early = append(c.early, m)
 		return
 	}
@@ -518,6 +556,9 @@ func (c *Core) flush() {
 }
 
 func (c *Core) persist(e *pb.Entry) { c.entries = append(c.entries, e) }
+
+// tooFar reports whether instance i lies beyond what this node stores now.
+func (c *Core) tooFar(i uint64) bool { return i > c.chosenUpto+MaxLag }
 
 func (c *Core) setLog(e *pb.Entry) {
 	c.log[e.Instance] = e

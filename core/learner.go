@@ -14,6 +14,9 @@ func SameProposal(a, b *pb.Value) bool {
 
 // learn records that instance i is chosen with v.
 func (c *Core) learn(i uint64, v *pb.Value) {
+	if c.tooFar(i) {
+		return // learned later, in order, by learn requests
+	}
 	if old := c.log[i]; old != nil && old.Chosen {
 		if !SameProposal(old.Value, v) {
 			c.Stats.Conflicts++ // agreement is broken; the simulator's oracle reports it

@@ -35,6 +35,14 @@ func (c *Core) onPromise(m *pb.Message) {
 	if c.role != preparing || ballotOf(m.Ballot) != c.ballot || slices.Contains(c.promises, m.From) {
 		return
 	}
+	for _, e := range m.Entries {
+		if e.Instance > c.prepareFrom-1+MaxLag {
+			// Too far behind to lead: catch up from this peer first.
+			c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+			c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: m.From, Instance: c.chosenUpto + 1})
+			return
+		}
+	}
 	c.promises = append(c.promises, m.From)
 	for _, e := range m.Entries {
 		if e.Instance < c.prepareFrom {
@@ -89,7 +97,7 @@ func (c *Core) propose(i uint64, v *pb.Value) {
 
 // fillWindow binds queued values to fresh instances while the window allows.
 func (c *Core) fillWindow() {
-	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 {
+	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 && !c.tooFar(c.next) {
 		i := c.next
 		c.next++
 		if e := c.log[i]; e != nil && e.Chosen {
