@@ -516,6 +516,9 @@ func (n *Node) process() {
 	}
 	for _, g := range n.groups {
 		n.sendAll(g.core.Early())
+		for _, e := range g.core.Committed() {
+			n.execute(g, e)
+		}
 	}
 	for !n.syncing && !n.closed {
 		var rds []groupReady

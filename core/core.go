@@ -326,10 +326,7 @@ func (c *Core) Ready() Ready {
 			rd.MustSync = true
 		}
 	}
-	for i := c.applied + 1; i <= c.chosenUpto; i++ {
-		rd.Committed = append(rd.Committed, c.log[i])
-	}
-	c.applied = c.chosenUpto
+	rd.Committed = c.Committed()
 	c.entries, c.msgs = nil, nil
 	c.pendingSelf, c.selfVotes = c.selfVotes, nil
 	c.outstanding = true
@@ -420,7 +417,7 @@ func (c *Core) validate(m *pb.Message) error {
 		if b := e.Ballot; b != nil && b.Node != 0 && !slices.Contains(c.cfg.Peers, b.Node) {
 			return fmt.Errorf("%w: entry ballot of node %d", ErrNotMember, b.Node)
 		}
-		if !e.Chosen && m.Type != pb.MsgType_MSG_CHOSEN && m.Type != pb.MsgType_MSG_LEARN_RESP && e.Ballot == nil {
+		if (e.ByBallot || !e.Chosen && m.Type != pb.MsgType_MSG_CHOSEN && m.Type != pb.MsgType_MSG_LEARN_RESP) && e.Ballot == nil {
 			return fmt.Errorf("%w: entry %d without ballot", ErrInvalidMessage, e.Instance)
 		}
 	}
@@ -458,7 +455,13 @@ func (c *Core) step(m *pb.Message) {
 		c.onReject(m)
 	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_RESP:
 		for _, e := range m.Entries {
-			c.learn(e.Instance, e.Value)
+			if !e.ByBallot {
+				c.learn(e.Instance, e.Value)
+				continue
+			}
+			if old := c.log[e.Instance]; old != nil && !old.Chosen && ballotOf(old.Ballot) == ballotOf(e.Ballot) {
+				c.learn(e.Instance, old.Value)
+			}
 		}
 	case pb.MsgType_MSG_LEARN_REQ:
 		c.onLearnReq(m)
@@ -513,6 +516,19 @@ func early(t pb.MsgType) bool {
 		return false
 	}
 	return true
+}
+
+// Committed hands out the chosen values not yet handed out, in instance
+// order. They were chosen by durable votes, so the driver may execute them
+// at any time, even while a Ready's sync is in flight; whatever it does not
+// take comes in the next Ready.
+func (c *Core) Committed() []*pb.Entry {
+	var out []*pb.Entry
+	for i := c.applied + 1; i <= c.chosenUpto; i++ {
+		out = append(out, c.log[i])
+	}
+	c.applied = c.chosenUpto
+	return out
 }
 
 // Early hands out the messages that may leave at once, before the pending

@@ -12,7 +12,8 @@
 //  2. Take a Ready. Execute Ready.Committed, in order: chosen values in
 //     strictly increasing instance order with no gaps, starting after the
 //     last instance of the previous Ready. They were chosen by durable votes,
-//     so they may be executed before this Ready's records are persisted.
+//     so they may be executed before this Ready's records are persisted;
+//     Committed hands them out at any time, like Early.
 //  3. Persist Ready.HardState and Ready.Entries; if Ready.MustSync, make them
 //     durable (fsync) before going on.
 //  4. Send Ready.Messages (promises, votes, prepares): they reveal the

@@ -123,7 +123,10 @@ func (c *Core) onAccepted(m *pb.Message) {
 		if len(f.acks) >= c.quorum {
 			c.Stats.Chosen++
 			c.learn(i, f.entry.Value)
-			c.outChosen = append(c.outChosen, c.log[i])
+			// Followers that voted hold the value: send only its ballot.
+			v := f.entry.Value
+			c.outChosen = append(c.outChosen, &pb.Entry{Instance: i, Ballot: f.entry.Ballot, Chosen: true, ByBallot: true,
+				Value: &pb.Value{Node: v.Node, Boot: v.Boot, Seq: v.Seq, Noop: v.Noop}})
 		}
 	}
 	c.fillWindow()

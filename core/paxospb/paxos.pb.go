@@ -344,11 +344,15 @@ func (x *BatchItem) GetData() []byte {
 
 // Entry is one instance as an acceptor or learner knows it.
 type Entry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Instance      uint64                 `protobuf:"varint,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	Ballot        *Ballot                `protobuf:"bytes,2,opt,name=ballot,proto3" json:"ballot,omitempty"` // ballot of the accepted value
-	Value         *Value                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	Chosen        bool                   `protobuf:"varint,4,opt,name=chosen,proto3" json:"chosen,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Instance uint64                 `protobuf:"varint,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	Ballot   *Ballot                `protobuf:"bytes,2,opt,name=ballot,proto3" json:"ballot,omitempty"` // ballot of the accepted value
+	Value    *Value                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Chosen   bool                   `protobuf:"varint,4,opt,name=chosen,proto3" json:"chosen,omitempty"`
+	// by_ballot marks a chosen notice without the value's data: a receiver
+	// that accepted this ballot at this instance holds the value already;
+	// any other receiver learns it from a peer instead.
+	ByBallot      bool `protobuf:"varint,5,opt,name=by_ballot,json=byBallot,proto3" json:"by_ballot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -407,6 +411,13 @@ func (x *Entry) GetValue() *Value {
 func (x *Entry) GetChosen() bool {
 	if x != nil {
 		return x.Chosen
+	}
+	return false
+}
+
+func (x *Entry) GetByBallot() bool {
+	if x != nil {
+		return x.ByBallot
 	}
 	return false
 }
@@ -684,12 +695,13 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x05items\x18\x01 \x03(\v2\x18.paxoskit.core.BatchItemR\x05items\"3\n" +
 	"\tBatchItem\x12\x12\n" +
 	"\x04smid\x18\x01 \x01(\rR\x04smid\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x96\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xb3\x01\n" +
 	"\x05Entry\x12\x1a\n" +
 	"\binstance\x18\x01 \x01(\x04R\binstance\x12-\n" +
 	"\x06ballot\x18\x02 \x01(\v2\x15.paxoskit.core.BallotR\x06ballot\x12*\n" +
 	"\x05value\x18\x03 \x01(\v2\x14.paxoskit.core.ValueR\x05value\x12\x16\n" +
-	"\x06chosen\x18\x04 \x01(\bR\x06chosen\"s\n" +
+	"\x06chosen\x18\x04 \x01(\bR\x06chosen\x12\x1b\n" +
+	"\tby_ballot\x18\x05 \x01(\bR\bbyBallot\"s\n" +
 	"\tHardState\x121\n" +
 	"\bpromised\x18\x01 \x01(\v2\x15.paxoskit.core.BallotR\bpromised\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x1f\n" +
