@@ -7,11 +7,13 @@ package paxos
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/paxoskit/paxos/core"
@@ -582,14 +584,45 @@ func (n *Node) send(rds []groupReady) {
 	}
 }
 
+// sendAll marshals and sends msgs. A broadcast is one message per peer
+// sharing its entries; it is marshaled once, without the recipient, and
+// each copy gets its own "to" field appended (a protobuf parser takes
+// fields in any order), so large values are not encoded once per peer.
 func (n *Node) sendAll(msgs []*pb.Message) {
+	var shared []byte
+	var sharedOf *pb.Message
 	for _, m := range msgs {
-		data, err := proto.Marshal(m)
-		if err != nil {
-			panic(fmt.Sprintf("paxos: marshal own message: %v", err))
+		if sharedOf == nil || !sameBroadcast(sharedOf, m) {
+			to := m.To
+			m.To = 0
+			data, err := proto.Marshal(m)
+			m.To = to
+			if err != nil {
+				panic(fmt.Sprintf("paxos: marshal own message: %v", err))
+			}
+			shared, sharedOf = data, m
 		}
+		data := make([]byte, len(shared), len(shared)+1+binary.MaxVarintLen64)
+		copy(data, shared)
+		data = protowire.AppendTag(data, toField, protowire.VarintType)
+		data = protowire.AppendVarint(data, m.To)
 		n.env.Transport.Send(m.To, data)
 	}
+}
+
+// toField is the field number of paxospb.Message.to.
+const toField = 3
+
+// sameBroadcast reports whether b is a copy of a for another recipient, as
+// core.broadcast makes them: same type, ballot and payload slices.
+func sameBroadcast(a, b *pb.Message) bool {
+	return a.Type == b.Type && a.Ballot == b.Ballot && a.Instance == b.Instance && a.ChosenUpto == b.ChosenUpto &&
+		a.Group == b.Group && a.From == b.From && a.ClusterId == b.ClusterId &&
+		sameSlice(a.Entries, b.Entries) && sameSlice(a.Instances, b.Instances) && sameSlice(a.Values, b.Values)
+}
+
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // finish sends a persisted Ready's messages and advances its core.

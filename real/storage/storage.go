@@ -156,6 +156,15 @@ func Open(opts Options) (*Storage, error) {
 		// Only Storage writes, from one goroutine: goleveldb's own write
 		// merging would find nothing to merge.
 		NoWriteMerge: true,
+		// The store is a log: written once, read back at startup, keys
+		// mostly increasing. Compaction rewrites values for nothing here,
+		// so let more level-0 tables pile up before compacting or
+		// throttling, and make tables larger.
+		CompactionL0Trigger:    16,
+		WriteL0SlowdownTrigger: 32,
+		WriteL0PauseTrigger:    48,
+		CompactionTableSize:    16 << 20,
+		CompactionTotalSize:    256 << 20,
 	})
 	if err != nil {
 		fs.Close()
