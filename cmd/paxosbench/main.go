@@ -174,10 +174,10 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	if batch {
 		mode = "batch"
 	}
-	fmt.Printf("RESULT lib=paxoskit mode=%s procs=%d clients=%d size=%d groups=%d ops/s=%.0f MB/s=%.2f p50=%v p99=%v p99.9=%v cpu=%.2fcores fsyncs/s=%.0f errors=%d\n",
-		mode, runtime.GOMAXPROCS(0), clients, size, groups, ops, ops*float64(size)/1e6, pct(0.50).Round(time.Microsecond),
+	fmt.Printf("RESULT lib=paxoskit clients=%d size=%d groups=%d ops/s=%.0f MB/s=%.2f p50=%v p99=%v p99.9=%v cpu=%.2fcores fsyncs/s=%.0f mode=%s procs=%d errors=%d\n",
+		clients, size, groups, ops, ops*float64(size)/1e6, pct(0.50).Round(time.Microsecond),
 		pct(0.99).Round(time.Microsecond), pct(0.999).Round(time.Microsecond),
-		cpu.Seconds()/elapsed.Seconds(), float64(fs)/elapsed.Seconds(), errs.Load())
+		cpu.Seconds()/elapsed.Seconds(), float64(fs)/elapsed.Seconds(), mode, runtime.GOMAXPROCS(0), errs.Load())
 	return nil
 }
 
