@@ -119,8 +119,18 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 	stop := make(chan struct{})
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	interval := 10 * time.Second // a log gets a line now and then
+	if tty {
+		interval = time.Second // a terminal gets a live line
+	}
 	go func() {
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
@@ -128,14 +138,21 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 				return
 			case <-t.C:
 				el := time.Since(began).Seconds()
-				fmt.Fprintf(stderr, "\r%d/%d seeds, %d failed, %.0f seeds/s   ", done.Load(), *seeds, failed.Load(), float64(done.Load())/el)
+				line := fmt.Sprintf("%d/%d seeds, %d failed, %.0f seeds/s", done.Load(), *seeds, failed.Load(), float64(done.Load())/el)
+				if tty {
+					fmt.Fprintf(stderr, "\r%s   ", line)
+				} else {
+					fmt.Fprintln(stderr, line)
+				}
 			}
 		}
 	}()
 	wg.Wait()
 	close(stop)
 	el := time.Since(began)
-	fmt.Fprintf(stderr, "\r%60s\r", "")
+	if tty {
+		fmt.Fprintf(stderr, "\r%60s\r", "")
+	}
 	for _, f := range fails {
 		fmt.Fprintf(stdout, "FAIL seed %d: %v\n  replay: go run ./cmd/paxossim replay --seed %d%s --trace\n", f.seed, firstLine(f.err.Error()), f.seed, c.flags())
 	}
