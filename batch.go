@@ -19,7 +19,9 @@ import (
 // BatchProposeAsync adds value to the group's current batch and calls cb on
 // the node's loop once the proposing node executed it. It never blocks.
 func (n *Node) BatchProposeAsync(group uint64, value []byte, smCtx *SMCtx, cb func(instance uint64, index uint32, err error)) {
-	n.env.Loop.Post(func() { n.batchPropose(group, value, smCtx, cb) })
+	if !n.post(func() { n.batchPropose(group, value, smCtx, cb) }) {
+		cb(0, 0, ErrClosed)
+	}
 }
 
 // BatchPropose is the blocking form of BatchProposeAsync.

@@ -291,9 +291,22 @@ func (n *Node) ChosenUpto(group uint64) uint64 { return n.groups[group].core.Cho
 
 // ProposeAsync proposes value to group and calls cb on the node's loop with
 // the instance it was chosen at, after the proposing node executed it, or
-// with an error. It never blocks.
+// with an error (on the caller's goroutine if the node is already closed).
+// It never blocks.
 func (n *Node) ProposeAsync(group uint64, value []byte, smCtx *SMCtx, cb func(instance uint64, err error)) {
-	n.env.Loop.Post(func() { n.propose(group, value, smCtx, cb) })
+	if !n.post(func() { n.propose(group, value, smCtx, cb) }) {
+		cb(0, ErrClosed)
+	}
+}
+
+// post runs f on the node's loop; it reports false if the production
+// loop has stopped, so f will never run.
+func (n *Node) post(f func()) bool {
+	if n.own != nil {
+		return n.own.Loop.TryPost(f)
+	}
+	n.env.Loop.Post(f)
+	return true
 }
 
 // Propose proposes value and waits until the proposing node executed it,

@@ -28,11 +28,14 @@ func NewLoop() *Loop {
 }
 
 // Post queues f; it never blocks. After Stop, f is dropped.
-func (l *Loop) Post(f func()) {
+func (l *Loop) Post(f func()) { l.TryPost(f) }
+
+// TryPost is Post that reports whether f was queued (false after Stop).
+func (l *Loop) TryPost(f func()) bool {
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
-		return
+		return false
 	}
 	l.queue = append(l.queue, f)
 	l.mu.Unlock()
@@ -40,6 +43,7 @@ func (l *Loop) Post(f func()) {
 	case l.wake <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 func (l *Loop) run() {
