@@ -7,13 +7,11 @@ package paxos
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"slices"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/paxoskit/paxos/core"
@@ -497,6 +495,9 @@ func (n *Node) Receive(data []byte) {
 		n.opts.Logger.Debug("dropping undecodable message", "err", err)
 		return
 	}
+	if m.To == 0 {
+		m.To = n.opts.MyNode // a broadcast, sent to each peer as the same bytes
+	}
 	if m.Group >= uint64(len(n.groups)) {
 		n.stats.BadMessages++
 		return
@@ -598,33 +599,31 @@ func (n *Node) send(rds []groupReady) {
 }
 
 // sendAll marshals and sends msgs. A broadcast is one message per peer
-// sharing its entries; it is marshaled once, without the recipient, and
-// each copy gets its own "to" field appended (a protobuf parser takes
-// fields in any order), so large values are not encoded once per peer.
+// sharing its entries; it is marshaled once, without the recipient ("to"
+// is filled in on receipt), and every peer gets the same bytes, so large
+// values are not encoded or copied once per peer.
 func (n *Node) sendAll(msgs []*pb.Message) {
-	var shared []byte
-	var sharedOf *pb.Message
-	for _, m := range msgs {
-		if sharedOf == nil || !sameBroadcast(sharedOf, m) {
-			to := m.To
-			m.To = 0
-			data, err := proto.Marshal(m)
-			m.To = to
-			if err != nil {
-				panic(fmt.Sprintf("paxos: marshal own message: %v", err))
-			}
-			shared, sharedOf = data, m
+	for i := 0; i < len(msgs); {
+		m := msgs[i]
+		j := i + 1
+		for j < len(msgs) && sameBroadcast(m, msgs[j]) {
+			j++
 		}
-		data := make([]byte, len(shared), len(shared)+1+binary.MaxVarintLen64)
-		copy(data, shared)
-		data = protowire.AppendTag(data, toField, protowire.VarintType)
-		data = protowire.AppendVarint(data, m.To)
-		n.env.Transport.Send(m.To, data)
+		to := m.To
+		if j-i > 1 {
+			m.To = 0
+		}
+		data, err := proto.Marshal(m)
+		m.To = to
+		if err != nil {
+			panic(fmt.Sprintf("paxos: marshal own message: %v", err))
+		}
+		for _, mm := range msgs[i:j] {
+			n.env.Transport.Send(mm.To, data)
+		}
+		i = j
 	}
 }
-
-// toField is the field number of paxospb.Message.to.
-const toField = 3
 
 // sameBroadcast reports whether b is a copy of a for another recipient, as
 // core.broadcast makes them: same type, ballot and payload slices.

@@ -34,6 +34,8 @@ type Timer interface {
 // may be lost, duplicated or reordered. Received messages are handed to the
 // handler given to the environment's constructor, on the node's loop.
 type Transport interface {
+	// Send must not block and must not modify msg: the runtime hands the
+	// same bytes to several peers.
 	Send(to uint64, msg []byte)
 }
 
