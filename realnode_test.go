@@ -113,16 +113,39 @@ func TestProductionEnv(t *testing.T) {
 	if _, err := nodes[0].Propose(ctx, 0, []byte("two of three"), nil); err != nil {
 		t.Fatalf("propose with node 3 down: %v", err)
 	}
+	// Enough values that node 3 must stream them from a peer.
+	const missed = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < missed; i += 32 {
+				if _, err := nodes[i%2].Propose(ctx, 0, []byte(fmt.Sprint("m", i)), nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("propose with node 3 down: %v", err)
+	}
 
 	// Restarted on its directory, node 3 replays its log into a fresh
 	// state machine and catches up.
 	fresh := &counterSM{id: 1}
+	restarted := time.Now()
 	nodes[2] = start(3, fresh, &counterSM{id: 2})
-	deadline := time.Now().Add(15 * time.Second)
-	for fresh.count() < 6 {
+	deadline := restarted.Add(30 * time.Second)
+	for fresh.count() < 6+missed {
 		if time.Now().After(deadline) {
-			t.Fatalf("restarted node executed %d values, want 6", fresh.count())
+			t.Fatalf("restarted node executed %d values, want %d", fresh.count(), 6+missed)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	t.Logf("node 3 replayed and caught up %d values in %v", fresh.count(), time.Since(restarted))
 }

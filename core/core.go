@@ -48,7 +48,8 @@ type Config struct {
 	RetryTicks int
 	// LearnTicks is how often a node asks a peer for chosen values it lacks.
 	LearnTicks int
-	// MaxLearnEntries bounds the entries of one learn response.
+	// MaxLearnEntries bounds the entries of one learn response (which also
+	// stops after about MaxLearnBytes of values).
 	MaxLearnEntries int
 	// MaxQueue bounds the proposals waiting for an instance.
 	MaxQueue int
@@ -77,7 +78,7 @@ func (c *Config) setDefaults() {
 		c.LearnTicks = 20
 	}
 	if c.MaxLearnEntries == 0 {
-		c.MaxLearnEntries = 64
+		c.MaxLearnEntries = 256
 	}
 	if c.MaxQueue == 0 {
 		c.MaxQueue = 4096
@@ -470,10 +471,15 @@ func (c *Core) step(m *pb.Message) {
 	case pb.MsgType_MSG_FORWARD:
 		c.onForward(m)
 	}
-	if m.ChosenUpto > c.chosenUpto && m.From != c.cfg.ID && m.Type != pb.MsgType_MSG_LEARN_RESP && c.learnTicks >= 0 {
+	if m.ChosenUpto > c.chosenUpto && m.From != c.cfg.ID {
 		// A peer is ahead: ask it now rather than at the next learn tick.
-		c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: m.From, Instance: c.chosenUpto + 1})
-		c.learnTicks = -c.cfg.RetryTicks
+		// A learn response that brought values is answered at once, so a
+		// lagging node streams the log; other hints are throttled.
+		streaming := m.Type == pb.MsgType_MSG_LEARN_RESP && len(m.Entries) > 0
+		if streaming || m.Type != pb.MsgType_MSG_LEARN_RESP && c.learnTicks >= 0 {
+			c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: m.From, Instance: c.chosenUpto + 1})
+			c.learnTicks = -c.cfg.RetryTicks
+		}
 	}
 	c.dispatch()
 }

@@ -49,10 +49,15 @@ func (c *Core) advanceChosen() {
 	}
 }
 
+// MaxLearnBytes is about how many bytes of values one learn response holds.
+const MaxLearnBytes = 1 << 20
+
 func (c *Core) onLearnReq(m *pb.Message) {
 	var entries []*pb.Entry
-	for i := max(m.Instance, 1); i <= c.chosenUpto && len(entries) < c.cfg.MaxLearnEntries; i++ {
+	size := 0
+	for i := max(m.Instance, 1); i <= c.chosenUpto && len(entries) < c.cfg.MaxLearnEntries && size < MaxLearnBytes; i++ {
 		entries = append(entries, c.log[i])
+		size += len(c.log[i].Value.Data)
 	}
 	c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_RESP, To: m.From, Entries: entries})
 }
