@@ -244,16 +244,7 @@ func (n *Node) restore() error {
 		if err != nil {
 			return fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)
 		}
-		var hs *pb.HardState
-		var entries []*pb.Entry
-		for _, r := range recs {
-			if r.HardState != nil {
-				hs = r.HardState
-			}
-			if r.Entry != nil {
-				entries = append(entries, r.Entry)
-			}
-		}
+		hs, entries := core.SplitRecords(recs)
 		c, err := core.New(core.Config{
 			ID: opts.MyNode, Peers: opts.Nodes, Group: gid, Window: opts.Window,
 			MaxQueue: opts.MaxPending, Rand: n.env.Rand.IntN, Canary: opts.Canary,

@@ -173,6 +173,22 @@ type Stats struct {
 	Chosen, Learned, Conflicts                         uint64
 }
 
+// SplitRecords turns a group's stored records, in write order, into what
+// New takes: the last hard state and the entries in order.
+func SplitRecords(recs []*pb.Record) (*pb.HardState, []*pb.Entry) {
+	var hs *pb.HardState
+	var entries []*pb.Entry
+	for _, r := range recs {
+		if r.HardState != nil {
+			hs = r.HardState
+		}
+		if r.Entry != nil {
+			entries = append(entries, r.Entry)
+		}
+	}
+	return hs, entries
+}
+
 // New restores a Core from its durable state: the last HardState (nil for a
 // fresh group) and every persisted entry in write order.
 func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {

@@ -308,16 +308,7 @@ func FuzzNewFromRecords(f *testing.F) {
 		if !ok {
 			return
 		}
-		var hs *pb.HardState
-		var entries []*pb.Entry
-		for _, r := range recs {
-			if r.HardState != nil {
-				hs = r.HardState
-			}
-			if r.Entry != nil {
-				entries = append(entries, r.Entry)
-			}
-		}
+		hs, entries := core.SplitRecords(recs)
 		c, err := core.New(fuzzConfig(1), hs, entries)
 		if err != nil {
 			if !errors.Is(err, core.ErrCorruptState) {
