@@ -157,34 +157,9 @@ func TestGroupCommit(t *testing.T) {
 				// pairs are queued: they must then share one fsync.
 				s.Sync(func(error) { <-release })
 			}
-			var mu sync.Mutex
-			var order []int
-			all := make(chan struct{})
-			for i := 0; i < n; i++ {
-				mustWrite(t, s, entry(uint64(i%8), uint64(i+1), "v", false))
-				s.Sync(func(err error) {
-					if err != nil {
-						t.Errorf("Sync %d: %v", i, err)
-					}
-					mu.Lock()
-					order = append(order, i)
-					if len(order) == n {
-						close(all)
-					}
-					mu.Unlock()
-				})
-			}
+			wait := writeSyncPairs(t, s, n, func(i int) *pb.Record { return entry(uint64(i%8), uint64(i+1), "v", false) })
 			close(release)
-			select {
-			case <-all:
-			case <-time.After(15 * time.Second):
-				t.Fatal("not all Sync callbacks called")
-			}
-			for i, v := range order {
-				if v != i {
-					t.Fatalf("callback %d ran at position %d", v, i)
-				}
-			}
+			wait()
 			st := s.Stats()
 			t.Logf("%s: %d syncs, %d batches for %d Sync calls", mode, st.Syncs, st.Batches, n)
 			if st.Syncs >= n {
@@ -402,33 +377,7 @@ func TestNoSyncMode(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, false)
 	const n = 200
-	var order []int
-	var mu sync.Mutex
-	all := make(chan struct{})
-	for i := 0; i < n; i++ {
-		mustWrite(t, s, entry(1, uint64(i+1), "v", false))
-		s.Sync(func(err error) {
-			if err != nil {
-				t.Errorf("Sync %d: %v", i, err)
-			}
-			mu.Lock()
-			order = append(order, i)
-			if len(order) == n {
-				close(all)
-			}
-			mu.Unlock()
-		})
-	}
-	select {
-	case <-all:
-	case <-time.After(10 * time.Second):
-		t.Fatal("not all Sync callbacks called")
-	}
-	for i, v := range order {
-		if v != i {
-			t.Fatalf("callback %d ran at position %d", v, i)
-		}
-	}
+	writeSyncPairs(t, s, n, func(i int) *pb.Record { return entry(1, uint64(i+1), "v", false) })()
 	if st := s.Stats(); st.Syncs != 0 || st.Records != n {
 		t.Errorf("Stats = %+v, want 0 syncs, %d records", st, n)
 	}
@@ -646,5 +595,44 @@ func BenchmarkGroupCommit(b *testing.B) {
 	b.ReportMetric(float64(st.Syncs)/secs, "syncs/s")
 	if st.Syncs > 0 {
 		b.ReportMetric(float64(st.Records)/float64(st.Syncs), "writes/sync")
+	}
+}
+
+// writeSyncPairs issues n Write+Sync pairs, the records made by rec. The
+// returned wait fails the test unless every Sync callback runs, without
+// error and in call order.
+func writeSyncPairs(t *testing.T, s *Storage, n int, rec func(i int) *pb.Record) (wait func()) {
+	t.Helper()
+	var mu sync.Mutex
+	var order []int
+	all := make(chan struct{})
+	for i := 0; i < n; i++ {
+		mustWrite(t, s, rec(i))
+		s.Sync(func(err error) {
+			if err != nil {
+				t.Errorf("Sync %d: %v", i, err)
+			}
+			mu.Lock()
+			order = append(order, i)
+			if len(order) == n {
+				close(all)
+			}
+			mu.Unlock()
+		})
+	}
+	return func() {
+		t.Helper()
+		select {
+		case <-all:
+		case <-time.After(15 * time.Second):
+			t.Fatal("not all Sync callbacks called")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for i, v := range order {
+			if v != i {
+				t.Fatalf("callback %d ran at position %d", v, i)
+			}
+		}
 	}
 }
