@@ -11,7 +11,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 func put(k, v string) kvsm.Op { return kvsm.Op{Kind: kvsm.Put, Key: k, Value: v} }

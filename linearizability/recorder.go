@@ -7,7 +7,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 // opState is the lifecycle stage of a recorded operation.

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 // client issues KV operations one at a time to random live nodes and

@@ -6,7 +6,7 @@ import (
 	"github.com/paxoskit/paxos"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 // simNode is one cluster member across its incarnations. The disk survives

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos/linearizability"
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 // proc is one paxoskv server process.

@@ -23,7 +23,7 @@ import (
 
 	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/cmd/internal/cli"
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 const maxValue = 1 << 20

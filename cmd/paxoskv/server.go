@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
-	"github.com/paxoskit/paxos/sim/kvsm"
+	"github.com/paxoskit/paxos/internal/kvsm"
 )
 
 // server is the HTTP front of one paxoskv node.
