@@ -1,6 +1,6 @@
 // Command paxoskv is a replicated key-value server over paxoskit, with a
 // JSON HTTP API. Its state machine is the one the simulator checks
-// (sim/kvsm), so what the simulator proves covers this sample.
+// (internal/kvsm), so what the simulator proves covers this sample.
 //
 //	paxoskv serve --id 1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
 //	    --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data /tmp/kv1
