@@ -3,6 +3,7 @@ package paxos
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -13,65 +14,65 @@ import (
 // BatchPropose puts the values of many callers into one instance, as
 // PhxPaxos does: a batch is proposed once it holds Options.BatchCount values
 // or Options.BatchBytes bytes, or Options.BatchDelay after its first value.
-// Each caller learns the instance and its index in the batch; Execute runs
-// once per value, in batch order, with that caller's SMCtx.Ctx.
+// Each caller learns the instance, its index in the batch and its result;
+// Execute runs once per value, in batch order, with that caller's
+// SMCtx.Ctx.
 
 // BatchProposeAsync adds value to the group's current batch and calls cb on
 // the node's loop once the proposing node executed it. It never blocks.
-func (n *Node) BatchProposeAsync(group uint64, value []byte, smCtx *SMCtx, cb func(instance uint64, index uint32, err error)) {
-	if !n.post(func() { n.batchPropose(group, value, smCtx, cb) }) {
-		cb(0, 0, ErrClosed)
+func (n *Node) BatchProposeAsync(group uint64, value []byte, smCtx *SMCtx, cb func(Result, error)) {
+	if !n.env.Loop.Post(func() { n.batchPropose(group, value, smCtx, cb, n.opts.ProposeTimeout) }) {
+		cb(Result{}, ErrClosed)
 	}
 }
 
-// BatchPropose is the blocking form of BatchProposeAsync.
-func (n *Node) BatchPropose(ctx context.Context, group uint64, value []byte, smCtx *SMCtx) (instance uint64, index uint32, err error) {
-	type result struct {
-		instance uint64
-		index    uint32
-		err      error
-	}
-	ch := make(chan result, 1)
-	n.BatchProposeAsync(group, value, smCtx, func(i uint64, x uint32, err error) { ch <- result{i, x, err} })
-	select {
-	case r := <-ch:
-		return r.instance, r.index, r.err
-	case <-ctx.Done():
-		return 0, 0, ctx.Err()
-	}
+// BatchPropose is the blocking form of BatchProposeAsync; ctx governs the
+// wait as in Propose. A value already flushed in a batch with others' values
+// cannot be withdrawn: when ctx ends, only the wait ends.
+func (n *Node) BatchPropose(ctx context.Context, group uint64, value []byte, smCtx *SMCtx) (Result, error) {
+	ch := make(chan outcome, 1)
+	cb := func(r Result, err error) { ch <- outcome{r, err} }
+	return n.wait(ctx, &proposal{}, ch, func(timeout time.Duration) { n.batchPropose(group, value, smCtx, cb, timeout) })
 }
 
 type batchItem struct {
 	smid uint32
 	data []byte
 	ctx  any
-	cb   func(uint64, uint32, error)
+	cb   func(Result, error)
 }
 
 // batcher collects one group's values until a flush condition holds.
 type batcher struct {
-	items []batchItem
-	bytes int
-	timer env.Timer
+	items   []batchItem
+	bytes   int
+	timeout time.Duration // the shortest wait any item asked for
+	timer   env.Timer
+	gen     uint64 // counts flushes, so a late timer cannot flush a newer batch
 }
 
-func (n *Node) batchPropose(gid uint64, value []byte, smCtx *SMCtx, cb func(uint64, uint32, error)) {
+func (n *Node) batchPropose(gid uint64, value []byte, smCtx *SMCtx, cb func(Result, error), timeout time.Duration) {
 	g, smid, ctx, err := n.admit(gid, value, smCtx)
 	if err != nil {
-		cb(0, 0, err)
+		cb(Result{}, err)
 		return
 	}
 	b := &g.batch
 	b.items = append(b.items, batchItem{smid: smid, data: value, ctx: ctx, cb: cb})
 	b.bytes += len(value)
+	if len(b.items) == 1 || timeout < b.timeout {
+		b.timeout = timeout
+	}
 	if len(b.items) >= n.opts.BatchCount || b.bytes >= n.opts.BatchBytes {
 		n.flushBatch(g)
 		return
 	}
 	if b.timer == nil {
+		gen := b.gen
 		b.timer = n.env.Clock.AfterFunc(n.opts.BatchDelay, func() {
-			g.batch.timer = nil
-			n.flushBatch(g)
+			if g.batch.gen == gen {
+				n.flushBatch(g)
+			}
 		})
 	}
 }
@@ -82,7 +83,8 @@ func (n *Node) flushBatch(g *group) {
 		b.timer.Stop()
 		b.timer = nil
 	}
-	items := b.items
+	b.gen++
+	items, timeout := b.items, b.timeout
 	b.items, b.bytes = nil, 0
 	if len(items) == 0 {
 		return
@@ -101,12 +103,10 @@ func (n *Node) flushBatch(g *group) {
 	}
 	seq, ok := g.core.ProposeBatch(data)
 	if !ok {
-		for i, it := range items {
-			it.cb(0, uint32(i), ErrOverloaded)
-		}
+		(&proposal{items: items}).fail(fmt.Errorf("%w: group %d queue full", ErrOverloaded, g.id))
 		return
 	}
-	n.track(g.id, seq, &proposal{items: items})
+	n.track(g, seq, &proposal{items: items}, timeout)
 }
 
 // executeBatch runs every value of a batched instance; p is the local
@@ -118,7 +118,7 @@ func (n *Node) executeBatch(g *group, instance uint64, data []byte, p *proposal)
 		n.opts.Logger.Error("undecodable batch", "group", g.id, "instance", instance, "err", err)
 		if p != nil {
 			for i, it := range p.items {
-				it.cb(instance, uint32(i), fmt.Errorf("%w: batch: %w", ErrExecuteFailed, err))
+				it.cb(Result{Instance: instance, Index: uint32(i)}, fmt.Errorf("%w: batch: %w", ErrExecuteFailed, err))
 			}
 		}
 		return
@@ -132,9 +132,9 @@ func (n *Node) executeBatch(g *group, instance uint64, data []byte, p *proposal)
 		if local != nil {
 			ctx = local.ctx
 		}
-		err := n.apply(g, instance, item.Smid, item.Data, ctx)
+		out, err := n.apply(g, instance, item.Smid, item.Data, ctx)
 		if local != nil {
-			local.cb(instance, uint32(i), err)
+			local.cb(Result{Instance: instance, Index: uint32(i), Value: out}, err)
 		}
 	}
 }

@@ -26,3 +26,8 @@ var (
 	// ErrStorage means the node's storage failed; the node has stopped.
 	ErrStorage = errors.New("paxos: storage failed")
 )
+
+// ErrIdentityMismatch means the storage was recorded for another node id,
+// cluster id or member list than this start names; the node refuses to
+// start rather than vote with someone else's state.
+var ErrIdentityMismatch = errors.New("paxos: identity mismatch")

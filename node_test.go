@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/paxoskit/paxos"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
+	"github.com/paxoskit/paxos/internal/testhooks"
 )
 
 // ---------------------------------------------------------------------------
@@ -69,16 +71,17 @@ type cluster struct {
 
 // hnode is one member across incarnations; recs is its disk.
 type hnode struct {
-	c       *cluster
-	id      uint64
-	inc     uint64
-	up      bool
-	node    *paxos.Node
-	env     *nodeEnv
-	recs    [][]byte // marshaled records, append-only
-	durable int      // recs[:durable] survive a crash
-	sms     []*recSM // fresh per incarnation
-	commits map[uint64][]uint64
+	c        *cluster
+	id       uint64
+	inc      uint64
+	up       bool
+	node     *paxos.Node
+	env      *nodeEnv
+	recs     [][]byte // marshaled records, append-only
+	identity *pb.Identity
+	durable  int      // recs[:durable] survive a crash
+	sms      []*recSM // fresh per incarnation
+	commits  map[uint64][]uint64
 }
 
 func newCluster(t *testing.T, n, groups int, smids []uint32, tweak func(*paxos.Options)) *cluster {
@@ -158,8 +161,8 @@ func (c *cluster) start(id uint64) {
 	}
 	h.commits = map[uint64][]uint64{}
 	h.env = &nodeEnv{h: h, inc: h.inc}
-	o := paxos.Options{MyNode: id, Nodes: c.ids, Groups: c.groups, StateMachines: sms, Env: h.env.all(),
-		OnCommit: func(g, i uint64, _ *pb.Value) { h.commits[g] = append(h.commits[g], i) }}
+	o := paxos.Options{MyNode: id, Nodes: c.ids, ClusterID: 1, Groups: c.groups, StateMachines: sms, Env: h.env.all()}
+	testhooks.Attach(&o, testhooks.Hooks{OnCommit: func(g, i uint64, _ *pb.Value) { h.commits[g] = append(h.commits[g], i) }})
 	if c.tweak != nil {
 		c.tweak(&o)
 	}
@@ -188,22 +191,40 @@ func (c *cluster) isolate(id uint64, cut bool) {
 
 // nodeEnv implements env's seams for one incarnation of a node.
 type nodeEnv struct {
-	h   *hnode
-	inc uint64
+	h      *hnode
+	inc    uint64
+	closed atomic.Bool
+	recv   func([]byte)
 }
 
 func (e *nodeEnv) all() env.Env {
-	return env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e}
+	return env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: func() error {
+		e.closed.Store(true)
+		return nil
+	}}
 }
 
 func (e *nodeEnv) alive() bool { return e.h.up && e.h.inc == e.inc }
 
-func (e *nodeEnv) Post(f func()) {
+func (e *nodeEnv) Post(f func()) bool {
+	if e.closed.Load() {
+		return false
+	}
 	e.h.c.after(0, func() {
 		if e.alive() {
 			f()
 		}
 	})
+	return true
+}
+
+func (e *nodeEnv) Start(recv func([]byte)) { e.recv = recv }
+
+func (e *nodeEnv) Identity() (*pb.Identity, error) { return e.h.identity, nil }
+
+func (e *nodeEnv) SetIdentity(id *pb.Identity) error {
+	e.h.identity = id
+	return nil
 }
 
 func (e *nodeEnv) Now() time.Duration { return e.h.c.now }
@@ -221,7 +242,7 @@ func (e *nodeEnv) AfterFunc(d time.Duration, f func()) env.Timer {
 	e.h.c.after(d, func() {
 		if !t.stopped && e.alive() {
 			t.fired = true
-			f()
+			e.Post(f) // a fired timer's callback waits in the loop's queue
 		}
 	})
 	return t
@@ -234,8 +255,8 @@ func (e *nodeEnv) Send(to uint64, msg []byte) {
 	}
 	data := slices.Clone(msg)
 	c.after(netDelay, func() {
-		if dst := c.nodes[to]; dst != nil && dst.up {
-			dst.node.Receive(data)
+		if dst := c.nodes[to]; dst != nil && dst.up && !dst.env.closed.Load() {
+			dst.env.recv(data)
 		}
 	})
 }
@@ -293,12 +314,13 @@ var errRejected = errors.New("recSM: value rejected")
 
 func (s *recSM) SMID() uint32 { return s.smid }
 
-func (s *recSM) Execute(group, instance uint64, value []byte, ctx any) error {
+// Execute returns "smid:value" as the result.
+func (s *recSM) Execute(group, instance uint64, value []byte, ctx any) (any, error) {
 	s.execs = append(s.execs, execRec{group, instance, string(value), ctx})
 	if strings.HasPrefix(string(value), "fail") {
-		return errRejected
+		return nil, errRejected
 	}
-	return nil
+	return fmt.Sprintf("%d:%s", s.smid, value), nil
 }
 
 func (h *hnode) sm(smid uint32) *recSM {
@@ -323,14 +345,15 @@ type result struct {
 	done  bool
 	calls int
 	inst  uint64
+	value any
 	err   error
 	at    time.Duration
 }
 
 func (c *cluster) propose(id, group uint64, value string, sc *paxos.SMCtx) *result {
 	r := &result{}
-	c.nodes[id].node.ProposeAsync(group, []byte(value), sc, func(inst uint64, err error) {
-		r.done, r.inst, r.err, r.at = true, inst, err, c.now
+	c.nodes[id].node.ProposeAsync(group, []byte(value), sc, func(res paxos.Result, err error) {
+		r.done, r.inst, r.value, r.err, r.at = true, res.Instance, res.Value, err, c.now
 		r.calls++
 	})
 	return r
@@ -693,14 +716,33 @@ func TestErrors(t *testing.T) {
 	t.Run("InvalidOptions", func(t *testing.T) {
 		c := newCluster(t, 3, 1, []uint32{1}, nil)
 		e := c.nodes[1].env.all()
-		for _, o := range []paxos.Options{
-			{MyNode: 9, Nodes: []uint64{1, 2, 3}, Env: e},
-			{MyNode: 0, Nodes: []uint64{1, 2, 3}, Env: e},
-			{MyNode: 1, Nodes: []uint64{1, 2, 3}, Env: env.Env{Loop: e.Loop, Clock: e.Clock}},
+		ok := paxos.Options{MyNode: 1, Nodes: []uint64{1, 2, 3}, ClusterID: 1, Env: e}
+		for name, tweak := range map[string]func(o *paxos.Options){
+			"MyNode not a member": func(o *paxos.Options) { o.MyNode = 9 },
+			"MyNode zero":         func(o *paxos.Options) { o.MyNode = 0 },
+			"incomplete Env":      func(o *paxos.Options) { o.Env = env.Env{Loop: e.Loop, Clock: e.Clock} },
+			"duplicate member":    func(o *paxos.Options) { o.Nodes = []uint64{1, 2, 2} },
+			"member zero":         func(o *paxos.Options) { o.Nodes = []uint64{0, 1, 2} },
+			"no cluster id":       func(o *paxos.Options) { o.ClusterID = 0 },
+			"negative groups":     func(o *paxos.Options) { o.Groups = -1 },
+			"negative window":     func(o *paxos.Options) { o.Window = -1 },
+			"negative pending":    func(o *paxos.Options) { o.MaxPending = -3 },
+			"negative timeout":    func(o *paxos.Options) { o.ProposeTimeout = -time.Second },
+			"nil state machine":   func(o *paxos.Options) { o.StateMachines = []paxos.StateMachine{nil} },
+			"same SMID twice":     func(o *paxos.Options) { o.StateMachines = []paxos.StateMachine{&recSM{smid: 4}, &recSM{smid: 4}} },
 		} {
-			if n, err := paxos.RunNode(o); !errors.Is(err, paxos.ErrInvalidOptions) || n != nil {
-				t.Errorf("RunNode(MyNode %d): node %v err %v, want ErrInvalidOptions", o.MyNode, n, err)
+			o := ok
+			tweak(&o)
+			// Validate leaves Env to RunNode: real.RunNode validates before it has one.
+			if err := o.Validate(); name != "incomplete Env" && !errors.Is(err, paxos.ErrInvalidOptions) {
+				t.Errorf("%s: Validate() = %v, want ErrInvalidOptions", name, err)
 			}
+			if n, err := paxos.RunNode(o); !errors.Is(err, paxos.ErrInvalidOptions) || n != nil {
+				t.Errorf("%s: RunNode: node %v err %v, want ErrInvalidOptions", name, n, err)
+			}
+		}
+		if err := ok.Validate(); err != nil {
+			t.Errorf("valid options refused: %v", err)
 		}
 	})
 
@@ -709,15 +751,133 @@ func TestErrors(t *testing.T) {
 		n := c.nodes[1].node
 		otherGroup, _ := proto.Marshal(&pb.Message{Type: pb.MsgType_MSG_CHOSEN, From: 2, To: 1, Group: 5})
 		stranger, _ := proto.Marshal(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, From: 99, To: 1, Group: 0})
-		bad := [][]byte{{0xff, 0xff, 0xff, 0xff}, {0x0a}, otherGroup, stranger}
-		for _, b := range bad {
-			n.Receive(b)
+		bad := [][]byte{{0xff, 0xff, 0xff, 0xff}, {0x0a}, stranger}
+		c.run(time.Millisecond)
+		for _, b := range append(bad, otherGroup) {
+			c.nodes[1].env.recv(b) // as the transport hands them over, on the loop
 		}
-		if s := n.Stats(); s.BadMessages != uint64(len(bad)) {
-			t.Errorf("Stats().BadMessages = %d, want %d", s.BadMessages, len(bad))
+		if s := n.Stats(); s.BadMessages != uint64(len(bad)) || s.UnknownGroups != 1 || s.MsgsReceived < 4 {
+			t.Errorf("Stats() = %+v, want BadMessages %d, UnknownGroups 1", s, len(bad))
 		}
 		c.mustPropose(1, 0, "still fine", nil)
 	})
+
+	t.Run("UnknownGroupStatus", func(t *testing.T) {
+		c := newCluster(t, 3, 2, []uint32{1}, nil)
+		if _, err := c.nodes[1].node.Status(2); !errors.Is(err, paxos.ErrUnknownGroup) {
+			t.Errorf("Status(2) of a 2-group node: %v, want ErrUnknownGroup", err)
+		}
+		if _, err := c.nodes[1].node.NowInstanceID(7); !errors.Is(err, paxos.ErrUnknownGroup) {
+			t.Errorf("NowInstanceID(7): %v, want ErrUnknownGroup", err)
+		}
+		if err := c.nodes[1].node.AddStateMachine(&recSM{smid: 9}, 5); !errors.Is(err, paxos.ErrUnknownGroup) {
+			t.Errorf("AddStateMachine to group 5: %v, want ErrUnknownGroup", err)
+		}
+	})
+}
+
+// TestIdentity restarts a node on its storage with another member list,
+// cluster id or node id: each start is refused with ErrIdentityMismatch
+// naming both identities, and nothing is written or sent.
+func TestIdentity(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1}, nil)
+	c.mustPropose(1, 0, "before", nil)
+	h := c.nodes[3]
+	c.crash(3)
+	h.up, h.inc = true, h.inc+1 // a process on node 3's disk, not yet a node
+	recs := len(h.recs)
+	for name, tweak := range map[string]func(o *paxos.Options){
+		"a cluster of one":   func(o *paxos.Options) { o.Nodes = []uint64{3} },
+		"another cluster id": func(o *paxos.Options) { o.ClusterID = 2 },
+		"another node's id":  func(o *paxos.Options) { o.MyNode = 1 },
+		"an added member":    func(o *paxos.Options) { o.Nodes = []uint64{1, 2, 3, 4} },
+	} {
+		h.env = &nodeEnv{h: h, inc: h.inc}
+		o := paxos.Options{MyNode: 3, Nodes: c.ids, ClusterID: 1, StateMachines: []paxos.StateMachine{&recSM{smid: 1}}, Env: h.env.all()}
+		tweak(&o)
+		n, err := paxos.RunNode(o)
+		if !errors.Is(err, paxos.ErrIdentityMismatch) || n != nil {
+			t.Fatalf("%s: RunNode = %v, %v; want ErrIdentityMismatch", name, n, err)
+		}
+		if !strings.Contains(err.Error(), "node 3 of cluster 1 with members [1 2 3]") {
+			t.Errorf("%s: error does not name the stored identity: %v", name, err)
+		}
+		if len(h.recs) != recs || h.env.recv != nil || !h.env.closed.Load() {
+			t.Errorf("%s: refused start wrote %d records, started transport %v, closed env %v", name, len(h.recs)-recs, h.env.recv != nil, h.env.closed.Load())
+		}
+	}
+	h.up = false
+	c.start(3) // the right identity starts
+	c.mustPropose(3, 0, "after", nil)
+	c.waitExecuted(1, 2, c.ids...)
+}
+
+// TestContextGovernsPropose: a context deadline longer than ProposeTimeout
+// is honoured, and cancelling gives the pending slot back at once.
+func TestContextGovernsPropose(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) { o.ProposeTimeout = 100 * time.Millisecond })
+	c.isolate(3, true)
+	n := c.nodes[3].node
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	done := make(chan error, 1)
+	go func() {
+		_, err := n.Propose(ctx, 0, []byte("long wait"), nil)
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+		if st, _ := n.Status(0); st.Pending == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the proposal never became pending")
+		}
+		c.run(time.Millisecond)
+	}
+	c.run(time.Second) // ten default timeouts of virtual time
+	select {
+	case err := <-done:
+		t.Fatalf("Propose returned %v before its context ended", err)
+	default:
+	}
+	cancel()
+	err := <-done
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, paxos.ErrTimeout) {
+		t.Fatalf("cancelled Propose: %v, want context.Canceled and ErrTimeout", err)
+	}
+	c.runUntil("the slot to be given back", time.Second, func() bool {
+		st, _ := n.Status(0)
+		return st.Pending == 0 && n.Stats().Cancelled == 1
+	})
+	// An ended context never proposes.
+	if _, err := n.Propose(ctx, 0, []byte("never"), nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Propose with an ended context: %v", err)
+	}
+}
+
+// TestResult: what Execute returns reaches the proposer, for Propose and
+// for every value of a batch.
+func TestResult(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1, 2}, nil)
+	r := c.propose(2, 0, "hello", &paxos.SMCtx{SMID: 2})
+	c.wait(r)
+	if r.err != nil || r.value != "2:hello" {
+		t.Fatalf("result %v err %v, want 2:hello", r.value, r.err)
+	}
+	var got []paxos.Result
+	for i := range 3 {
+		c.nodes[1].node.BatchProposeAsync(0, []byte(fmt.Sprint("b", i)), nil, func(res paxos.Result, err error) {
+			if err != nil {
+				t.Errorf("batch value %d: %v", i, err)
+			}
+			got = append(got, res)
+		})
+	}
+	c.runUntil("the batch", 5*time.Second, func() bool { return len(got) == 3 })
+	for i, res := range got {
+		if res.Value != fmt.Sprintf("1:b%d", i) || res.Index != uint32(i) || res.Instance != got[0].Instance {
+			t.Errorf("batch result %d: %+v", i, res)
+		}
+	}
 }
 
 func TestExecuteError(t *testing.T) {
@@ -745,16 +905,13 @@ func TestBlockingPropose(t *testing.T) {
 	c := newCluster(t, 3, 1, []uint32{1}, nil)
 	n := c.nodes[1].node
 
-	// An ended context returns at once; the value may still be chosen.
+	// An ended context returns at once and proposes nothing.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := n.Propose(ctx, 0, []byte("abandoned"), nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled Propose: err %v", err)
 	}
-	c.waitExecuted(1, 1, c.ids...)
-	if e := c.nodes[2].sm(1).execs[0]; e.value != "abandoned" {
-		t.Errorf("executed %+v, want the abandoned value", e)
-	}
+	c.mustPropose(2, 0, "first", nil)
 
 	// A blocking Propose on another goroutine while this one pumps events.
 	type res struct {
@@ -763,8 +920,8 @@ func TestBlockingPropose(t *testing.T) {
 	}
 	done := make(chan res, 1)
 	go func() {
-		i, err := n.Propose(context.Background(), 0, []byte("blocking"), nil)
-		done <- res{i, err}
+		r, err := n.Propose(context.Background(), 0, []byte("blocking"), nil)
+		done <- res{r.Instance, err}
 	}()
 	end := c.now + time.Minute
 	for {

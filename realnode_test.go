@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/real"
 )
 
 // counterSM counts executions; safe for the test goroutine to read.
@@ -21,14 +22,11 @@ type counterSM struct {
 }
 
 func (c *counterSM) SMID() uint32 { return c.id }
-func (c *counterSM) Execute(group, instance uint64, value []byte, ctx any) error {
+func (c *counterSM) Execute(group, instance uint64, value []byte, ctx any) (any, error) {
 	c.mu.Lock()
 	c.n++
 	c.mu.Unlock()
-	if out, ok := ctx.(*string); ok {
-		*out = string(value)
-	}
-	return nil
+	return string(value), nil
 }
 
 func (c *counterSM) count() int {
@@ -52,10 +50,8 @@ func TestProductionEnv(t *testing.T) {
 		ln.Close()
 	}
 	start := func(id uint64, sms ...paxos.StateMachine) *paxos.Node {
-		n, err := paxos.RunNode(paxos.Options{
-			MyNode: id, Peers: peers, ListenAddr: peers[id], ClusterID: 7,
-			DataDir: filepath.Join(dir, fmt.Sprint(id)), StateMachines: sms,
-		})
+		n, err := real.RunNode(paxos.Options{MyNode: id, ClusterID: 7, StateMachines: sms},
+			real.Config{Peers: peers, DataDir: filepath.Join(dir, fmt.Sprint(id))})
 		if err != nil {
 			t.Fatalf("node %d: %v", id, err)
 		}
@@ -72,13 +68,12 @@ func TestProductionEnv(t *testing.T) {
 	defer cancel()
 
 	for i := range 5 {
-		var echo string
-		inst, err := nodes[i%3].Propose(ctx, 0, []byte(fmt.Sprint("v", i)), &paxos.SMCtx{SMID: 1, Ctx: &echo})
+		res, err := nodes[i%3].Propose(ctx, 0, []byte(fmt.Sprint("v", i)), &paxos.SMCtx{SMID: 1})
 		if err != nil {
 			t.Fatalf("propose %d: %v", i, err)
 		}
-		if echo != fmt.Sprint("v", i) || inst != uint64(i+1) {
-			t.Fatalf("propose %d: instance %d echo %q", i, inst, echo)
+		if res.Value != fmt.Sprint("v", i) || res.Instance != uint64(i+1) {
+			t.Fatalf("propose %d: result %+v", i, res)
 		}
 	}
 	if now, err := nodes[0].NowInstanceID(0); err != nil || now != 6 {
@@ -107,14 +102,38 @@ func TestProductionEnv(t *testing.T) {
 
 	// Node 3 closes; proposals to it fail at once, the other two go on.
 	nodes[2].Close()
+	had := sms[2].count() // the loop has stopped: final
 	if _, err := nodes[2].Propose(ctx, 0, []byte("late"), nil); !errors.Is(err, paxos.ErrClosed) {
 		t.Fatalf("propose on a closed node: %v, want ErrClosed", err)
 	}
 	if _, err := nodes[0].Propose(ctx, 0, []byte("two of three"), nil); err != nil {
 		t.Fatalf("propose with node 3 down: %v", err)
 	}
-	// Enough values that node 3 must stream them from a peer.
+	// Enough values that node 3 must stream them from a peer. Meanwhile a
+	// reader polls every status method (go test -race checks them).
 	const missed = 2000
+	stopPoll := make(chan struct{})
+	polled := make(chan uint64)
+	go func() {
+		var last uint64
+		for {
+			select {
+			case <-stopPoll:
+				polled <- last
+				return
+			default:
+			}
+			for _, n := range nodes[:2] {
+				st, err := n.Status(0)
+				now, err2 := n.NowInstanceID(0)
+				s := n.Stats()
+				if err != nil || err2 != nil || st.Executed+1 > now+1 || s.Env.Fsyncs == 0 {
+					t.Errorf("status %+v (%v), now %d (%v), stats %+v", st, err, now, err2, s)
+				}
+				last = max(last, st.Chosen)
+			}
+		}
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
 	for w := range 32 {
@@ -134,12 +153,19 @@ func TestProductionEnv(t *testing.T) {
 	for err := range errs {
 		t.Fatalf("propose with node 3 down: %v", err)
 	}
+	close(stopPoll)
+	if last := <-polled; last < missed {
+		t.Errorf("the status reader saw chosen up to %d, want at least %d", last, missed)
+	}
 
 	// Restarted on its directory, node 3 replays its log into a fresh
-	// state machine and catches up.
+	// state machine before RunNode returns, then catches up.
 	fresh := &counterSM{id: 1}
 	restarted := time.Now()
 	nodes[2] = start(3, fresh, &counterSM{id: 2})
+	if got := fresh.count(); got != had || had < 5 {
+		t.Fatalf("RunNode returned with %d values replayed, want the %d node 3 had executed", got, had)
+	}
 	deadline := restarted.Add(30 * time.Second)
 	for fresh.count() < 6+missed {
 		if time.Now().After(deadline) {

@@ -275,6 +275,9 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 // ID returns this node's id.
 func (c *Core) ID() uint64 { return c.cfg.ID }
 
+// Members returns every voting member, this node included.
+func (c *Core) Members() []uint64 { return c.cfg.Peers }
+
 // Boot returns this incarnation's number; proposals carry it.
 func (c *Core) Boot() uint64 { return c.boot }
 
@@ -292,6 +295,9 @@ func (c *Core) Leader() uint64 {
 // IsLeader reports whether this core has won phase 1 and not lost it since.
 func (c *Core) IsLeader() bool { return c.role == leading }
 
+// Promised returns the highest ballot this node's acceptor promised.
+func (c *Core) Promised() Ballot { return c.promised }
+
 // Pending returns how many proposals wait for an instance here.
 func (c *Core) Pending() int { return len(c.queue) }
 
@@ -299,6 +305,19 @@ func (c *Core) Pending() int { return len(c.queue) }
 // incarnation. It reports false when the queue is full.
 func (c *Core) Propose(smid uint32, data []byte) (seq uint64, ok bool) {
 	return c.enqueue(&pb.Value{Smid: smid, Data: data})
+}
+
+// Cancel withdraws this incarnation's proposal seq if it still waits in the
+// queue, neither bound to an instance nor forwarded, so it can never be
+// chosen. It reports whether it did.
+func (c *Core) Cancel(seq uint64) bool {
+	for i, v := range c.queue {
+		if v.Node == c.cfg.ID && v.Boot == c.boot && v.Seq == seq {
+			c.queue = append(c.queue[:i:i], c.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // ProposeBatch queues a value whose data is a marshaled paxospb.Batch.
@@ -562,13 +581,16 @@ func (c *Core) Early() []*pb.Message {
 	return m
 }
 
+// broadcast sends m to every other member as one message with To == 0
+// (the driver encodes it once and hands the same bytes to each peer), and
+// to this node too if self.
 func (c *Core) broadcast(m *pb.Message, self bool) {
-	for _, p := range c.cfg.Peers {
-		if p == c.cfg.ID && !self {
-			continue
-		}
-		mm := &pb.Message{Type: m.Type, To: p, Ballot: m.Ballot, Instance: m.Instance, Entries: m.Entries, Instances: m.Instances, Values: m.Values}
-		c.send(mm)
+	if self {
+		c.send(&pb.Message{Type: m.Type, To: c.cfg.ID, Ballot: m.Ballot, Instance: m.Instance, Entries: m.Entries, Instances: m.Instances, Values: m.Values})
+	}
+	if len(c.cfg.Peers) > 1 {
+		m.To = 0
+		c.send(m)
 	}
 }
 

@@ -21,10 +21,17 @@
 //  5. Call Advance. It counts this node's own votes, which had to wait for
 //     their records, and may produce more output.
 //
+// A message whose To is 0 is a broadcast: send it to every member but this
+// node (Members lists them). Encoding it once and handing the same bytes to
+// each peer is the driver's choice; the receiver sets To to itself before
+// Step.
+//
 // Step, Tick and Propose may be called while a Ready is being handled; their
 // effects go into the next Ready. HasReady reports false until Advance.
-
-// Protocol summary. Ballots are (counter, node) and never reused across
+//
+// # Protocol
+//
+// Ballots are (counter, node) and never reused across
 // restarts, because a proposer's own acceptor promises its ballot and that
 // promise is durable before any prepare leaves. A promise covers every
 // instance, so a proposer that won phase 1 runs only phase 2 for new values:

@@ -67,7 +67,21 @@ func fuzzDrain(tb testing.TB, c *core.Core, applied *uint64, strict bool) {
 		c.Advance()
 		out = append(out, c.Early()...)
 	}
+	var addressed []*pb.Message
 	for _, m := range out {
+		if m.To != 0 {
+			addressed = append(addressed, m)
+			continue
+		}
+		for _, p := range c.Members() { // a broadcast
+			if p != c.ID() {
+				mm := proto.Clone(m).(*pb.Message)
+				mm.To = p
+				addressed = append(addressed, mm)
+			}
+		}
+	}
+	for _, m := range addressed {
 		if m.From != c.ID() || m.To == c.ID() {
 			tb.Fatalf("node %d sends a misaddressed message %v", c.ID(), m)
 		}

@@ -161,11 +161,23 @@ func (c *propCluster) sendEarly(nd *propNode) {
 	}
 }
 
+// send puts m in flight; a broadcast (To == 0) becomes one copy per other
+// member, as the driver contract says.
 func (c *propCluster) send(nd *propNode, m *pb.Message) {
-	if m.From != nd.id || m.To == nd.id || m.To == 0 || m.To > uint64(len(c.nodes)) {
+	if m.From != nd.id || m.To == nd.id || m.To > uint64(len(c.nodes)) {
 		c.t.Fatalf("node %d sent a misaddressed message: %v", nd.id, m)
 	}
-	c.bag = append(c.bag, proto.Clone(m).(*pb.Message))
+	if m.To != 0 {
+		c.bag = append(c.bag, proto.Clone(m).(*pb.Message))
+		return
+	}
+	for _, p := range nd.core.Members() {
+		if p != nd.id {
+			mm := proto.Clone(m).(*pb.Message)
+			mm.To = p
+			c.bag = append(c.bag, mm)
+		}
+	}
 }
 
 func (c *propCluster) syncDisk(nd *propNode) {

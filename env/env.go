@@ -2,7 +2,8 @@
 // node runs its handlers, reads time, talks to peers, stores records and
 // draws random numbers. The simulator (package sim) and the production
 // adapters (package real) implement them; the runtime in the root package
-// uses nothing else to reach the outside.
+// uses nothing else to reach the outside, so the code the simulator runs is
+// the code production runs.
 package env
 
 import (
@@ -11,36 +12,50 @@ import (
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
 
-// Loop runs a node's handlers one at a time, in the order it chooses.
+// Loop runs a node's handlers one at a time, in the order they were posted.
 type Loop interface {
-	// Post schedules f to run on the node's loop. It never blocks and never
-	// runs f before returning. It may be called from any goroutine.
-	Post(f func())
+	// Post schedules f to run on the node's loop after every handler
+	// posted before it. It never blocks and never runs f before returning;
+	// it may be called from any goroutine. Once the environment is closed
+	// it returns false and f never runs.
+	Post(f func()) bool
 }
 
 // Clock reads time and arms timers whose callbacks run on the node's loop.
 type Clock interface {
 	Now() time.Duration // time since an arbitrary, fixed origin
+	// AfterFunc posts f to the node's loop once d has passed.
 	AfterFunc(d time.Duration, f func()) Timer
 }
 
 // Timer is an armed callback.
 type Timer interface {
-	// Stop prevents the callback from running; it reports whether it did.
+	// Stop prevents the callback from being posted; it reports whether it
+	// did. When it returns false the callback may already wait in the
+	// loop's queue and still run: callbacks must check that they are
+	// still wanted.
 	Stop() bool
 }
 
 // Transport carries opaque messages between nodes, best effort: messages
-// may be lost, duplicated or reordered. Received messages are handed to the
-// handler given to the environment's constructor, on the node's loop.
+// may be lost, duplicated or reordered.
 type Transport interface {
+	// Start begins delivery: every message from a peer is handed to recv on
+	// the node's loop. Nothing is delivered before Start.
+	Start(recv func(msg []byte))
 	// Send must not block and must not modify msg: the runtime hands the
 	// same bytes to several peers.
 	Send(to uint64, msg []byte)
 }
 
-// Storage is a node's durable log of records, shared by its groups.
+// Storage is a node's durable log of records, shared by its groups, and
+// the identity of the node that owns it.
 type Storage interface {
+	// Identity returns the identity recorded by SetIdentity, or nil for a
+	// storage that has none yet.
+	Identity() (*pb.Identity, error)
+	// SetIdentity records id durably before it returns.
+	SetIdentity(id *pb.Identity) error
 	// Load returns the durable records of group in write order.
 	Load(group uint64) ([]*pb.Record, error)
 	// Write appends records. They survive a crash only once a Sync that
@@ -57,11 +72,35 @@ type Rand interface {
 	IntN(n int) int
 }
 
-// Env bundles what one node needs from the world.
+// Counters are what an environment counts itself. Every field is a total
+// since the environment was opened.
+type Counters struct {
+	Fsyncs         uint64 // storage syncs that reached the disk
+	SendDrops      uint64 // outgoing messages dropped (queue full, unknown peer)
+	BadFrames      uint64 // corrupt or oversized frames received
+	ForeignFrames  uint64 // frames carrying another cluster id
+	StrangerFrames uint64 // frames from a node that is not a member
+}
+
+// Env bundles what one node needs from the world. A node owns the Env it
+// is given: Node.Close (and a RunNode that fails) calls Close.
 type Env struct {
 	Loop      Loop
 	Clock     Clock
 	Transport Transport
 	Storage   Storage
 	Rand      Rand
+
+	// Close, if set, releases the environment: the handlers already posted
+	// still run, later posts are refused, then transport and storage are
+	// closed. It is called once, not from the loop.
+	Close func() error
+	// Counters, if set, reports the environment's own counters; it must be
+	// safe to call from any goroutine.
+	Counters func() Counters
+}
+
+// Complete reports whether every seam is set.
+func (e *Env) Complete() bool {
+	return e.Loop != nil && e.Clock != nil && e.Transport != nil && e.Storage != nil && e.Rand != nil
 }

@@ -2,8 +2,14 @@ package real
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
 
+	"github.com/paxoskit/paxos"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
 	"github.com/paxoskit/paxos/real/storage"
@@ -12,61 +18,143 @@ import (
 
 // Config describes one node's production environment.
 type Config struct {
-	ID         uint64
+	ID        uint64            // this node; real.RunNode takes it from Options.MyNode
+	ClusterID uint64            // put in every frame; real.RunNode takes it from Options.ClusterID
+	Peers     map[uint64]string // node id -> host:port of every member, this node included
+	// ListenAddr is the TCP address to listen on; default Peers[ID]. Its
+	// port must be that of Peers[ID], and its host too unless it is a
+	// wildcard (0.0.0.0, ::, empty).
 	ListenAddr string
-	Peers      map[uint64]string // node id -> address
-	ClusterID  uint64
-	DataDir    string
-	Sync       bool // fsync storage writes
-	Logger     *slog.Logger
+	DataDir    string // goleveldb directory, created if missing
+	// NoSync skips fsync. A machine that loses power may then forget
+	// promises and votes, which can break agreement: tests and benchmarks
+	// only.
+	NoSync bool
+	Logger *slog.Logger // default discards
 }
 
-// Env is a running production environment: a loop, the wall clock, TCP and
-// goleveldb. Seams returns it as the env.Env a node runs on.
-type Env struct {
-	Loop      *Loop
-	Clock     *Clock
-	Transport *transport.Transport
-	Storage   *storage.Storage
-	Rand      *Rand
+// Validate checks cfg without opening or binding anything. Errors wrap
+// paxos.ErrInvalidOptions.
+func (cfg Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{paxos.ErrInvalidOptions}, args...)...)
+	}
+	switch {
+	case cfg.ID == 0:
+		return bad("node id must be non-zero")
+	case cfg.ClusterID == 0:
+		return bad("cluster id is required (non-zero)")
+	case cfg.DataDir == "":
+		return bad("a data directory is required")
+	case cfg.Peers[cfg.ID] == "":
+		return fmt.Errorf("%w: %w: node %d has no address in Peers %v", paxos.ErrInvalidOptions, paxos.ErrNotMember, cfg.ID, cfg.Peers)
+	}
+	byAddr := map[string]uint64{}
+	for _, id := range slices.Sorted(maps.Keys(cfg.Peers)) {
+		addr := cfg.Peers[id]
+		host, port, err := net.SplitHostPort(addr)
+		if id == 0 || err != nil || port == "" || port == "0" {
+			return bad("peer %d=%q: want a non-zero id and HOST:PORT with a fixed port", id, addr)
+		}
+		key := net.JoinHostPort(host, port)
+		if other, dup := byAddr[key]; dup {
+			return bad("nodes %d and %d have the same address %s", other, id, addr)
+		}
+		byAddr[key] = id
+	}
+	if cfg.ListenAddr != "" && cfg.ListenAddr != cfg.Peers[cfg.ID] {
+		lhost, lport, err := net.SplitHostPort(cfg.ListenAddr)
+		phost, pport, _ := net.SplitHostPort(cfg.Peers[cfg.ID])
+		wildcard := lhost == "" || lhost == "0.0.0.0" || lhost == "::"
+		if err != nil || lport != pport || !wildcard && lhost != phost {
+			return bad("listen address %s does not match node %d's address %s in Peers", cfg.ListenAddr, cfg.ID, cfg.Peers[cfg.ID])
+		}
+	}
+	return nil
 }
 
-// Open opens storage and starts listening; Serve starts delivering.
-func Open(cfg Config) (*Env, error) {
-	st, err := storage.Open(storage.Options{Dir: cfg.DataDir, Sync: cfg.Sync, Logger: cfg.Logger})
+// Open builds the production environment of one node: it opens storage in
+// DataDir and listens on ListenAddr. The node it is given to owns it; its
+// Close stops the loop (after the handlers already posted), the transport
+// and the storage.
+func Open(cfg Config) (env.Env, error) {
+	if err := cfg.Validate(); err != nil {
+		return env.Env{}, err
+	}
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = cfg.Peers[cfg.ID]
+	}
+	st, err := storage.Open(storage.Options{Dir: cfg.DataDir, Sync: !cfg.NoSync, Logger: cfg.Logger})
 	if err != nil {
-		return nil, err
+		return env.Env{}, fmt.Errorf("%w: %w", paxos.ErrStorage, err)
 	}
 	tr, err := transport.New(transport.Config{
 		ID: cfg.ID, ListenAddr: cfg.ListenAddr, Peers: cfg.Peers, ClusterID: cfg.ClusterID, Logger: cfg.Logger,
 	})
 	if err != nil {
 		st.Close()
-		return nil, err
+		return env.Env{}, err
 	}
 	loop := NewLoop()
-	return &Env{Loop: loop, Clock: NewClock(loop), Transport: tr, Storage: st, Rand: NewRand()}, nil
+	var once sync.Once
+	var closeErr error
+	return env.Env{
+		Loop:      loop,
+		Clock:     NewClock(loop),
+		Transport: loopTransport{tr, loop},
+		Storage:   loopStorage{st, loop},
+		Rand:      NewRand(),
+		Close: func() error {
+			once.Do(func() {
+				loop.Stop()
+				closeErr = errors.Join(tr.Close(), st.Close())
+			})
+			return closeErr
+		},
+		Counters: func() env.Counters {
+			ts := tr.Stats()
+			return env.Counters{
+				Fsyncs: st.Stats().Syncs, SendDrops: ts.QueueDrops, BadFrames: ts.BadFrames,
+				ForeignFrames: ts.ForeignFrames, StrangerFrames: ts.StrangerFrames,
+			}
+		},
+	}, nil
 }
 
-// Seams returns the environment in the form the node runtime takes.
-func (e *Env) Seams() env.Env {
-	return env.Env{Loop: e.Loop, Clock: e.Clock, Transport: e.Transport, Storage: loopStorage{e.Storage, e.Loop}, Rand: e.Rand}
+// RunNode runs a node on the production environment in one call: it
+// validates opts and cfg before opening anything, takes the node id,
+// cluster id and logger from opts (and opts.Nodes from the keys of
+// cfg.Peers when empty), opens the environment and starts the node.
+func RunNode(opts paxos.Options, cfg Config) (*paxos.Node, error) {
+	if len(opts.Nodes) == 0 {
+		opts.Nodes = slices.Sorted(maps.Keys(cfg.Peers))
+	} else if ids := slices.Sorted(maps.Keys(cfg.Peers)); !slices.Equal(ids, slices.Sorted(slices.Values(opts.Nodes))) {
+		return nil, fmt.Errorf("%w: Nodes %v differ from the ids in Peers %v", paxos.ErrInvalidOptions, opts.Nodes, ids)
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.ID, cfg.ClusterID = opts.MyNode, opts.ClusterID
+	if cfg.Logger == nil {
+		cfg.Logger = opts.Logger
+	}
+	e, err := Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts.Env = e
+	return paxos.RunNode(opts)
 }
 
-// Serve starts accepting peers' messages and hands each to recv on the loop.
-func (e *Env) Serve(recv func(msg []byte)) {
-	e.Transport.Start(func(_ uint64, msg []byte) {
-		e.Loop.Post(func() { recv(msg) })
-	})
+// loopTransport delivers received messages on the node's loop.
+type loopTransport struct {
+	t    *transport.Transport
+	loop *Loop
 }
 
-// Close stops the transport, flushes and closes storage, then stops the
-// loop. Call it after the node has stopped using the environment.
-func (e *Env) Close() error {
-	err := e.Transport.Close()
-	err = errors.Join(err, e.Storage.Close())
-	e.Loop.Stop()
-	return err
+func (l loopTransport) Send(to uint64, msg []byte) { l.t.Send(to, msg) }
+func (l loopTransport) Start(recv func(msg []byte)) {
+	l.t.Start(func(_ uint64, msg []byte) { l.loop.Post(func() { recv(msg) }) })
 }
 
 // loopStorage runs Sync's callback on the node's loop, as env requires.
@@ -75,6 +163,8 @@ type loopStorage struct {
 	loop *Loop
 }
 
+func (l loopStorage) Identity() (*pb.Identity, error)         { return l.s.Identity() }
+func (l loopStorage) SetIdentity(id *pb.Identity) error       { return l.s.SetIdentity(id) }
 func (l loopStorage) Load(group uint64) ([]*pb.Record, error) { return l.s.Load(group) }
 func (l loopStorage) Write(recs []*pb.Record) error           { return l.s.Write(recs) }
 func (l loopStorage) Sync(done func(error)) {

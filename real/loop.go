@@ -27,11 +27,9 @@ func NewLoop() *Loop {
 	return l
 }
 
-// Post queues f; it never blocks. After Stop, f is dropped.
-func (l *Loop) Post(f func()) { l.TryPost(f) }
-
-// TryPost is Post that reports whether f was queued (false after Stop).
-func (l *Loop) TryPost(f func()) bool {
+// Post queues f; it never blocks. After Stop it reports false and f is
+// dropped.
+func (l *Loop) Post(f func()) bool {
 	l.mu.Lock()
 	if l.stopped {
 		l.mu.Unlock()
@@ -95,8 +93,8 @@ func NewClock(loop *Loop) *Clock { return &Clock{loop: loop, start: time.Now()} 
 // Now returns the time since the clock was made (monotonic).
 func (c *Clock) Now() time.Duration { return time.Since(c.start) }
 
-// AfterFunc runs f on the loop after d. A Stop that loses the race with the
-// timer may still see f run; the runtime's callbacks tolerate that.
+// AfterFunc posts f to the loop after d. A Stop that returns false may still
+// see f run (it may wait in the loop's queue); env.Timer says so.
 func (c *Clock) AfterFunc(d time.Duration, f func()) env.Timer {
 	return time.AfterFunc(d, func() { c.loop.Post(f) })
 }

@@ -26,8 +26,8 @@ func TestLoopRunsInOrderAndStops(t *testing.T) {
 	if !ran.Load() {
 		t.Fatal("a function posted before Stop did not run")
 	}
-	if l.TryPost(func() { t.Error("ran after Stop") }) {
-		t.Fatal("TryPost after Stop reported success")
+	if l.Post(func() { t.Error("ran after Stop") }) {
+		t.Fatal("Post after Stop reported success")
 	}
 	select {
 	case <-l.Done():

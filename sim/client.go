@@ -62,9 +62,8 @@ func (c *client) issue() {
 	id := r.rec.Invoke(c.id, op, int64(invoked))
 	r.stats.Ops++
 	r.w.tracef("client %d -> n%d %v", c.id, n.id, op)
-	res := &kvsm.Result{}
 	done := false
-	finish := func(instance uint64, err error) {
+	finish := func(out paxos.Result, err error) {
 		if done {
 			return
 		}
@@ -77,20 +76,21 @@ func (c *client) issue() {
 				r.failCheck("liveness", "client %d: %v invoked at %v after healing failed: %v", c.id, op, invoked, err)
 			}
 		} else {
+			res, _ := out.Value.(kvsm.Result)
 			r.stats.OpsOK++
-			r.rec.Return(id, *res, int64(r.w.now))
-			r.acked = append(r.acked, ack{group, instance})
+			r.rec.Return(id, res, int64(r.w.now))
+			r.acked = append(r.acked, ack{group, out.Instance})
 			c.versions[key] = res.Version
-			r.w.tracef("client %d <- instance %d %+v", c.id, instance, *res)
+			r.w.tracef("client %d <- instance %d %+v", c.id, out.Instance, res)
 		}
 		c.next()
 	}
-	smCtx := &paxos.SMCtx{SMID: kvsm.SMID, Ctx: res}
+	smCtx := &paxos.SMCtx{SMID: kvsm.SMID}
 	if r.w.chance(r.opts.BatchRate) {
-		n.node.BatchProposeAsync(group, data, smCtx, func(instance uint64, _ uint32, err error) { finish(instance, err) })
+		n.node.BatchProposeAsync(group, data, smCtx, finish)
 	} else {
 		n.node.ProposeAsync(group, data, smCtx, finish)
 	}
 	// The node may crash with the proposal; the client gives up on its own.
-	r.w.after(proposeTimeout+500*time.Millisecond, func() { finish(0, paxos.ErrTimeout) })
+	r.w.after(proposeTimeout+500*time.Millisecond, func() { finish(paxos.Result{}, paxos.ErrTimeout) })
 }

@@ -17,8 +17,9 @@ var errCorrupt = errors.New("sim: corrupt record")
 // disk is one node's append-only record log. Bytes past durable are lost on
 // a crash, except that a prefix of them may survive (a torn write).
 type disk struct {
-	data    []byte
-	durable int
+	data     []byte
+	durable  int
+	identity *pb.Identity // written durably, apart from the log
 }
 
 const frameHeader = 8 // length u32, crc32 u32

@@ -39,13 +39,13 @@ func (r *run) send(from, to uint64, msg []byte) {
 
 func (r *run) deliver(from, to uint64, msg []byte) {
 	n := r.nodes[to-1]
-	if !n.up || r.blocked[link{from, to}] > 0 {
+	if !n.up || n.env.closed || r.blocked[link{from, to}] > 0 {
 		r.stats.PartitionDrops++
 		return
 	}
 	r.stats.Delivered++
 	r.traceMsg("recv", from, to, msg)
-	n.node.Receive(msg)
+	n.env.recv(msg)
 }
 
 func (r *run) traceMsg(what string, from, to uint64, msg []byte) {

@@ -24,6 +24,7 @@ type Stats struct {
 	Sent, Delivered, Dropped, Duplicated, Delayed uint64
 	PartitionDrops, Partitions                    uint64
 	Crashes, PowerCuts, Restarts, TornWrites      uint64
+	Closes, Misconfigured                         uint64
 	LostBytes                                     uint64
 	Syncs, Commits, Batches                       uint64
 	Ops, OpsOK, OpsUnknown                        uint64
@@ -199,6 +200,15 @@ func (r *run) crashOne() {
 		if !n.up {
 			continue
 		}
+		if r.w.chance(0.2) && !n.env.closed {
+			// A clean shutdown first: Close, let the loop run what it has
+			// queued, then the process ends (unsynced bytes may still be lost).
+			r.stats.Closes++
+			r.w.tracef("n%d close", n.id)
+			n.node.Close()
+			r.w.after(r.w.between(0, 5*time.Millisecond), func() { r.stopClosed(n) })
+			continue
+		}
 		r.crash(n)
 		r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
 			if r.w.now < r.healAt {
@@ -206,6 +216,20 @@ func (r *run) crashOne() {
 			}
 		})
 	}
+}
+
+// stopClosed ends the process of a node that was closed, and restarts it
+// later like a crashed one.
+func (r *run) stopClosed(n *simNode) {
+	if !n.up || !n.env.closed {
+		return
+	}
+	r.crash(n)
+	r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
+		if r.w.now < r.healAt {
+			r.restart(n)
+		}
+	})
 }
 
 // heal ends the safety phase: every node comes back, links are repaired and
@@ -265,9 +289,10 @@ func (r *run) checkEnd() {
 				r.failCheck("liveness", "node %d is down after healing", n.id)
 				return
 			}
-			if n.lastExec[g] != top || n.node.ChosenUpto(g) != top {
-				r.failCheck("liveness", "group %d: node %d executed up to %d (chosen %d), cluster reached %d",
-					g, n.id, n.lastExec[g], n.node.ChosenUpto(g), top)
+			st, err := n.node.Status(g)
+			if err != nil || n.lastExec[g] != top || st.Chosen != top || st.Executed != top {
+				r.failCheck("liveness", "group %d: node %d executed up to %d (status %+v, %v), cluster reached %d",
+					g, n.id, n.lastExec[g], st, err, top)
 				return
 			}
 			d := n.sm.Digest(g)

@@ -55,7 +55,7 @@ func TestSim(t *testing.T) {
 	var total Stats
 	for s := *flagStart; s < *flagStart+uint64(n); s++ {
 		res := runSeed(t, s)
-		total.add(res.Stats)
+		total.Add(res.Stats)
 		if t.Failed() {
 			return
 		}

@@ -2,7 +2,8 @@ package sim
 
 import "fmt"
 
-func (s *Stats) add(o Stats) {
+// Add adds o's counts to s (for totals over a sweep).
+func (s *Stats) Add(o Stats) {
 	s.Events += o.Events
 	s.Sent += o.Sent
 	s.Delivered += o.Delivered
@@ -14,6 +15,8 @@ func (s *Stats) add(o Stats) {
 	s.Crashes += o.Crashes
 	s.PowerCuts += o.PowerCuts
 	s.Restarts += o.Restarts
+	s.Closes += o.Closes
+	s.Misconfigured += o.Misconfigured
 	s.TornWrites += o.TornWrites
 	s.LostBytes += o.LostBytes
 	s.Syncs += o.Syncs
@@ -26,7 +29,7 @@ func (s *Stats) add(o Stats) {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d torn=%d lost-bytes=%d syncs=%d",
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d",
 		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Batches, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
-		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.TornWrites, s.LostBytes, s.Syncs)
+		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.Closes, s.Misconfigured, s.TornWrites, s.LostBytes, s.Syncs)
 }

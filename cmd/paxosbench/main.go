@@ -21,15 +21,16 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/real"
 )
 
 // sink is a state machine that only counts.
 type sink struct{ n atomic.Uint64 }
 
 func (s *sink) SMID() uint32 { return 1 }
-func (s *sink) Execute(group, instance uint64, value []byte, ctx any) error {
+func (s *sink) Execute(group, instance uint64, value []byte, ctx any) (any, error) {
 	s.n.Add(1)
-	return nil
+	return nil, nil
 }
 
 func main() {
@@ -70,10 +71,6 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	for id := uint64(1); id <= 3; id++ {
 		peers[id] = fmt.Sprintf("127.0.0.1:%d", 17000+int(id)+os.Getpid()%1000*3)
 	}
-	policy := paxos.SyncAlways
-	if nosync {
-		policy = paxos.SyncNever
-	}
 	var nodes []*paxos.Node
 	defer func() {
 		for _, n := range nodes {
@@ -81,11 +78,10 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 		}
 	}()
 	for id := uint64(1); id <= 3; id++ {
-		n, err := paxos.RunNode(paxos.Options{
-			MyNode: id, Peers: peers, ListenAddr: peers[id], Groups: groups,
-			DataDir: fmt.Sprintf("%s/node%d", dir, id), Sync: policy, Window: window,
+		n, err := real.RunNode(paxos.Options{
+			MyNode: id, ClusterID: 0xbe7c, Groups: groups, Window: window,
 			StateMachines: []paxos.StateMachine{&sink{}}, MaxValueSize: size + 1024,
-		})
+		}, real.Config{Peers: peers, DataDir: fmt.Sprintf("%s/node%d", dir, id), NoSync: nosync})
 		if err != nil {
 			return err
 		}
@@ -115,7 +111,7 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				var err error
 				if batch {
-					_, _, err = leader.BatchPropose(ctx, g, value, nil)
+					_, err = leader.BatchPropose(ctx, g, value, nil)
 				} else {
 					_, err = leader.Propose(ctx, g, value, nil)
 				}
@@ -158,7 +154,7 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	wg.Wait()
 	if os.Getenv("PAXOSBENCH_DEBUG") != "" {
 		for i, n := range nodes {
-			fmt.Fprintf(os.Stderr, "node %d: %+v %+v\n", i+1, n.Stats(), n.CoreStats(0))
+			fmt.Fprintf(os.Stderr, "node %d: %+v %+v\n", i+1, n.Stats(), must(n.Status(0)))
 		}
 	}
 
@@ -186,7 +182,7 @@ var profile string
 func fsyncs(nodes []*paxos.Node) uint64 {
 	var s uint64
 	for _, n := range nodes {
-		s += n.Stats().Fsyncs
+		s += n.Stats().Env.Fsyncs
 	}
 	return s
 }
@@ -195,4 +191,11 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

@@ -20,26 +20,25 @@ import (
 
 	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/cmd/internal/cli"
+	"github.com/paxoskit/paxos/real"
 )
 
-// echoSM prints each value it executes and, on the proposing node, copies
-// it into the proposer's context.
+// echoSM prints each value it executes and returns it, so the proposer
+// gets its echo back.
 type echoSM struct{}
 
 func (echoSM) SMID() uint32 { return 1 }
 
-func (echoSM) Execute(group, instance uint64, value []byte, ctx any) error {
+func (echoSM) Execute(group, instance uint64, value []byte, ctx any) (any, error) {
 	fmt.Printf("[SM Execute] ok, smid 1 instanceid %d value %s\n", instance, value)
-	if echo, ok := ctx.(*string); ok {
-		*echo = string(value)
-	}
-	return nil
+	return string(value), nil
 }
 
 func main() {
 	id := flag.Uint64("id", 0, "this node's id (a key of --peers)")
 	peers := flag.String("peers", "", "every node: 1=HOST:PORT,2=HOST:PORT,...")
 	data := flag.String("data", "", "data directory")
+	cluster := flag.Uint64("cluster-id", 0xec0, "cluster id, the same on every node")
 	flag.Parse()
 	p, err := cli.ParsePeers(*peers)
 	if err != nil || *id == 0 || *data == "" || p[*id] == "" {
@@ -49,13 +48,11 @@ func main() {
 		}
 		os.Exit(2)
 	}
-	node, err := paxos.RunNode(paxos.Options{
+	node, err := real.RunNode(paxos.Options{
 		MyNode:        *id,
-		Peers:         p,
-		ListenAddr:    p[*id],
-		DataDir:       *data,
+		ClusterID:     *cluster,
 		StateMachines: []paxos.StateMachine{echoSM{}},
-	})
+	}, real.Config{Peers: p, DataDir: *data})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "paxosecho:", err)
 		os.Exit(1)
@@ -68,14 +65,13 @@ func main() {
 		if line == "" {
 			continue
 		}
-		var echo string
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		instance, err := node.Propose(ctx, 0, []byte(line), &paxos.SMCtx{SMID: 1, Ctx: &echo})
+		res, err := node.Propose(ctx, 0, []byte(line), &paxos.SMCtx{SMID: 1})
 		cancel()
 		if err != nil {
 			fmt.Printf("propose failed: %v\n", err)
 			continue
 		}
-		fmt.Printf("Propose ok, instanceid %d, echo resp value %s\n", instance, echo)
+		fmt.Printf("Propose ok, instanceid %d, echo resp value %s\n", res.Instance, res.Value)
 	}
 }

@@ -52,6 +52,19 @@ func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.canary, "canary", 0, "switch on a deliberately broken protocol variant (tests only)")
 }
 
+// check refuses flag values a run cannot use.
+func (c *common) check() error {
+	switch {
+	case c.nodes != 0 && (c.nodes < 1 || c.nodes > 9):
+		return fmt.Errorf("--nodes %d: want 1 to 9 (or 0 to draw 3 or 5)", c.nodes)
+	case c.groups < 0 || c.groups > 64:
+		return fmt.Errorf("--groups %d: want 1 to 64 (or 0 to draw 1 or 2)", c.groups)
+	case c.canary < 0 || c.canary > int(core.CanaryEarlyReply):
+		return fmt.Errorf("--canary %d: want 0 to %d", c.canary, core.CanaryEarlyReply)
+	}
+	return nil
+}
+
 func (c *common) options(seed uint64) sim.Options {
 	o := sim.Derive(seed, c.nodes, c.groups)
 	o.Canary = core.Canary(c.canary)
@@ -80,6 +93,10 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 	start := fs.Uint64("start", 1, "first seed")
 	workers := fs.Int("workers", runtime.NumCPU(), "parallel runs")
 	fs.Parse(args)
+	if err := c.check(); err != nil || *seeds < 1 || *workers < 1 {
+		fmt.Fprintf(stderr, "paxossim sweep: %v (--seeds and --workers must be positive)\n", err)
+		return 2
+	}
 
 	type failure struct {
 		seed uint64
@@ -91,6 +108,7 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 		failed  atomic.Int64
 		simTime atomic.Int64
 		mu      sync.Mutex
+		total   sim.Stats
 		fails   []failure
 		wg      sync.WaitGroup
 	)
@@ -108,12 +126,13 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 				}
 				res := sim.Run(c.options(seed), nil)
 				simTime.Add(int64(res.Stats.SimTime))
+				mu.Lock()
+				total.Add(res.Stats)
 				if res.Err != nil {
 					failed.Add(1)
-					mu.Lock()
 					fails = append(fails, failure{seed, res.Err})
-					mu.Unlock()
 				}
+				mu.Unlock()
 				done.Add(1)
 			}
 		}()
@@ -158,6 +177,7 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%.1f seeds/s, %.0fx simulated time per wall time (%d workers, %v)\n",
 		float64(*seeds)/el.Seconds(), float64(simTime.Load())/float64(el), *workers, el.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "totals: %s\n", total)
 	fmt.Fprintf(stdout, "%d passed, %d failed\n", *seeds-int(failed.Load()), failed.Load())
 	if failed.Load() > 0 {
 		return 1
@@ -175,6 +195,10 @@ func replay(args []string, stdout io.Writer) int {
 	fs.Parse(args)
 	if *seed == 0 {
 		usage()
+	}
+	if err := c.check(); err != nil {
+		fmt.Fprintf(os.Stderr, "paxossim replay: %v\n", err)
+		return 2
 	}
 	out := bufio.NewWriter(stdout)
 	defer out.Flush()

@@ -675,6 +675,68 @@ func (x *Record) GetEntry() *Entry {
 	return nil
 }
 
+// Identity is what a data directory records about the node that owns it,
+// on its first start; every later start must present the same.
+type Identity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ClusterId     uint64                 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Members       []uint64               `protobuf:"varint,3,rep,packed,name=members,proto3" json:"members,omitempty"` // sorted voting member ids
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Identity) Reset() {
+	*x = Identity{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Identity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Identity) ProtoMessage() {}
+
+func (x *Identity) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Identity.ProtoReflect.Descriptor instead.
+func (*Identity) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Identity) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *Identity) GetClusterId() uint64 {
+	if x != nil {
+		return x.ClusterId
+	}
+	return 0
+}
+
+func (x *Identity) GetMembers() []uint64 {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_core_paxospb_paxos_proto protoreflect.FileDescriptor
 
 const file_core_paxospb_paxos_proto_rawDesc = "" +
@@ -726,7 +788,12 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x127\n" +
 	"\n" +
 	"hard_state\x18\x02 \x01(\v2\x18.paxoskit.core.HardStateR\thardState\x12*\n" +
-	"\x05entry\x18\x03 \x01(\v2\x14.paxoskit.core.EntryR\x05entry*\xc9\x01\n" +
+	"\x05entry\x18\x03 \x01(\v2\x14.paxoskit.core.EntryR\x05entry\"\\\n" +
+	"\bIdentity\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12\x18\n" +
+	"\amembers\x18\x03 \x03(\x04R\amembers*\xc9\x01\n" +
 	"\aMsgType\x12\x0f\n" +
 	"\vMSG_UNKNOWN\x10\x00\x12\x0f\n" +
 	"\vMSG_PREPARE\x10\x01\x12\x0f\n" +
@@ -757,7 +824,7 @@ func file_core_paxospb_paxos_proto_rawDescGZIP() []byte {
 }
 
 var file_core_paxospb_paxos_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_core_paxospb_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_core_paxospb_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_core_paxospb_paxos_proto_goTypes = []any{
 	(MsgType)(0),      // 0: paxoskit.core.MsgType
 	(*Ballot)(nil),    // 1: paxoskit.core.Ballot
@@ -768,6 +835,7 @@ var file_core_paxospb_paxos_proto_goTypes = []any{
 	(*HardState)(nil), // 6: paxoskit.core.HardState
 	(*Message)(nil),   // 7: paxoskit.core.Message
 	(*Record)(nil),    // 8: paxoskit.core.Record
+	(*Identity)(nil),  // 9: paxoskit.core.Identity
 }
 var file_core_paxospb_paxos_proto_depIdxs = []int32{
 	4,  // 0: paxoskit.core.Batch.items:type_name -> paxoskit.core.BatchItem
@@ -798,7 +866,7 @@ func file_core_paxospb_paxos_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_core_paxospb_paxos_proto_rawDesc), len(file_core_paxospb_paxos_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -100,15 +100,13 @@ func New() *Machine {
 func (m *Machine) SMID() uint32 { return SMID }
 
 // Execute applies the encoded op in value to the state of group, as chosen
-// at the given Paxos instance. If ctx is a non-nil *Result the op's result
-// is stored in it; any other ctx is ignored.
+// at the given Paxos instance, and returns its Result.
 //
 // A value that does not decode is a deterministic no-op: the state is left
-// unchanged, ctx (if a *Result) receives Result{Err: ErrBadOp}, and Execute
-// still returns nil, so that every replica skips it identically instead of
-// stalling. Execute currently always returns nil; the error return exists
-// to satisfy the state machine interface.
-func (m *Machine) Execute(group, instance uint64, value []byte, ctx any) error {
+// unchanged and the result is Result{Err: ErrBadOp}, while the error return
+// stays nil, so that every replica skips it identically instead of
+// stalling. The error return is always nil.
+func (m *Machine) Execute(group, instance uint64, value []byte, _ any) (any, error) {
 	res := Result{Err: ErrBadOp}
 	op, err := Decode(value)
 
@@ -124,11 +122,7 @@ func (m *Machine) Execute(group, instance uint64, value []byte, ctx any) error {
 	st.Executed++
 	st.LastInstance = instance
 	m.mu.Unlock()
-
-	if r, ok := ctx.(*Result); ok && r != nil {
-		*r = res
-	}
-	return nil
+	return res, nil
 }
 
 // Apply applies op to the state of group and returns its result, exactly as

@@ -130,30 +130,25 @@ func TestExecute(t *testing.T) {
 	if m.SMID() != SMID || SMID != 1 {
 		t.Fatalf("SMID = %d", m.SMID())
 	}
-	var res Result
-	if err := m.Execute(7, 10, Op{Kind: Put, Key: "k", Value: "v"}.Encode(), &res); err != nil {
-		t.Fatal(err)
+	exec := func(instance uint64, value []byte) Result {
+		t.Helper()
+		out, err := m.Execute(7, instance, value, nil)
+		if err != nil {
+			t.Fatalf("execute at %d returned %v, want nil", instance, err)
+		}
+		return out.(Result)
 	}
-	if res != (Result{OK: true, Version: 1}) {
+	if res := exec(10, Op{Kind: Put, Key: "k", Value: "v"}.Encode()); res != (Result{OK: true, Version: 1}) {
 		t.Fatalf("execute put result = %+v", res)
 	}
-	// Non-*Result and nil contexts are ignored.
-	if err := m.Execute(7, 11, Op{Kind: Put, Key: "k", Value: "w"}.Encode(), nil); err != nil {
-		t.Fatal(err)
+	exec(11, Op{Kind: Put, Key: "k", Value: "w"}.Encode())
+	exec(12, Op{Kind: Put, Key: "k", Value: "x"}.Encode())
+	if res := exec(13, Op{Kind: Get, Key: "k"}.Encode()); res.Value != "x" || res.Version != 3 {
+		t.Fatalf("get result = %+v", res)
 	}
-	if err := m.Execute(7, 12, Op{Kind: Put, Key: "k", Value: "x"}.Encode(), (*Result)(nil)); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Execute(7, 13, Op{Kind: Get, Key: "k"}.Encode(), "ignored"); err != nil {
-		t.Fatal(err)
-	}
-	// A malformed value is a no-op that reports ErrBadOp through ctx only.
+	// A malformed value is a no-op that reports ErrBadOp in its result only.
 	before := m.Digest(7)
-	res = Result{OK: true}
-	if err := m.Execute(7, 14, []byte{0xff, 1, 2}, &res); err != nil {
-		t.Fatalf("execute bad op returned %v, want nil", err)
-	}
-	if !errors.Is(res.Err, ErrBadOp) || res.OK {
+	if res := exec(14, []byte{0xff, 1, 2}); !errors.Is(res.Err, ErrBadOp) || res.OK {
 		t.Fatalf("bad op result = %+v", res)
 	}
 	if m.Digest(7) != before {

@@ -1,6 +1,6 @@
 // Package storage is the production implementation of env.Storage: a
 // goleveldb database holding, per group, the latest HardState and the latest
-// Entry of every instance.
+// Entry of every instance, and the node's Identity.
 //
 // # Layout
 //
@@ -8,10 +8,13 @@
 //
 //	'h' group(u64 BE)                  -> the group's HardState
 //	'e' group(u64 BE) instance(u64 BE) -> the entry of that instance
+//	'i'                                -> the node's Identity
+//	's'                                -> empty; see syncKey
 //
 // so a prefix scan of 'e'+group yields a group's entries in instance order.
 // A value is the CRC-32 (Castagnoli, big-endian) of the protobuf bytes of the
-// inner message (HardState or Entry, not the Record), then those bytes.
+// inner message (HardState, Entry or Identity, not the Record), then those
+// bytes.
 //
 // A KV store in which the latest record per key wins is equivalent, for the
 // core, to the simulator's log: core.New applies a group's records in order,
@@ -103,7 +106,7 @@ type Storage struct {
 	spare   []op
 	closing bool
 	failed  error          // sticky write failure; set by the goroutine
-	loads   sync.WaitGroup // Loads in flight; Close waits for them
+	loads   sync.WaitGroup // Loads and identity accesses in flight; Close waits for them
 
 	stopped   chan struct{}
 	closeOnce sync.Once
@@ -204,6 +207,10 @@ func entryKey(group, instance uint64) []byte {
 	binary.BigEndian.PutUint64(k[9:], instance)
 	return k
 }
+
+// identityKey holds the node's Identity. Its first byte is neither 'h' nor
+// 'e', so no group's hard state key or entry prefix can match it.
+var identityKey = []byte{'i'}
 
 // syncKey is written (with an empty value) when a Sync must fsync records
 // written earlier without one but has no records of its own: goleveldb
@@ -396,6 +403,77 @@ func (s *Storage) readErr(err error, group uint64, where string) error {
 		return fmt.Errorf("%w: %s: group %d, %s: %w", ErrCorrupt, s.opts.Dir, group, where, err)
 	}
 	return fmt.Errorf("storage: %s: load group %d, %s: %w", s.opts.Dir, group, where, err)
+}
+
+// Identity returns the identity recorded by SetIdentity, or nil, nil if
+// none. A record that fails its checksum or cannot be decoded is an error
+// wrapping ErrCorrupt that names the directory and "identity".
+func (s *Storage) Identity() (*pb.Identity, error) {
+	if err := s.enter(); err != nil {
+		return nil, err
+	}
+	defer s.loads.Done()
+	v, err := s.db.Get(identityKey, nil)
+	switch {
+	case errors.Is(err, leveldb.ErrNotFound):
+		return nil, nil
+	case err != nil && lerrors.IsCorrupted(err):
+		return nil, fmt.Errorf("%w: %s: identity: %w", ErrCorrupt, s.opts.Dir, err)
+	case err != nil:
+		return nil, fmt.Errorf("storage: %s: read identity: %w", s.opts.Dir, err)
+	}
+	id := &pb.Identity{}
+	if err := decodeValue(v, id); err != nil {
+		return nil, fmt.Errorf("%w: %s: identity: %v", ErrCorrupt, s.opts.Dir, err)
+	}
+	return id, nil
+}
+
+// SetIdentity records id durably (a synced write, unless Options.Sync is
+// false) before it returns, replacing any earlier identity. It is not
+// ordered with Write: it neither waits for queued records nor makes them
+// durable. It fails if id is nil, if the Storage is closed (ErrClosed), or
+// if an earlier batch write failed (that error).
+func (s *Storage) SetIdentity(id *pb.Identity) error {
+	if id == nil {
+		return errors.New("storage: set identity: nil identity")
+	}
+	msg, err := proto.Marshal(id)
+	if err != nil {
+		return fmt.Errorf("storage: set identity: marshal: %w", err)
+	}
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.loads.Done()
+	err = s.db.Put(identityKey, encodeValue(msg), &opt.WriteOptions{Sync: s.opts.Sync})
+	if err == nil {
+		// A journal rotation during the write may have failed to fsync
+		// the previous journal.
+		err = s.stor.err()
+	}
+	if err != nil {
+		return fmt.Errorf("storage: %s: write identity: %w", s.opts.Dir, err)
+	}
+	s.log.Debug("storage identity recorded", "dir", s.opts.Dir, "node", id.NodeId, "cluster", id.ClusterId, "members", id.Members)
+	return nil
+}
+
+// enter admits a direct database access, which Close then waits for before
+// closing the database: it fails with ErrClosed once Close has begun, or
+// with the sticky write failure. On success the caller must call
+// s.loads.Done.
+func (s *Storage) enter() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return ErrClosed
+	}
+	if s.failed != nil {
+		return s.failed
+	}
+	s.loads.Add(1)
+	return nil
 }
 
 // Close writes and fsyncs everything queued (calling the pending Syncs'

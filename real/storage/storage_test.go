@@ -636,3 +636,169 @@ func writeSyncPairs(t *testing.T, s *Storage, n int, rec func(i int) *pb.Record)
 		}
 	}
 }
+
+func TestIdentity(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, true)
+	if id, err := s.Identity(); err != nil || id != nil {
+		t.Fatalf("Identity of a fresh directory = %v, %v; want nil, nil", id, err)
+	}
+	mustWrite(t, s, hs(1, 1, 1), entry(1, 1, "a", true), entry(1, 2, "b", false), hs(2, 3, 1))
+	want := &pb.Identity{NodeId: 3, ClusterId: 0xC0FFEE, Members: []uint64{1, 2, 3}}
+	syncsBefore := s.Stats().Syncs
+	if err := s.SetIdentity(want); err != nil {
+		t.Fatalf("SetIdentity: %v", err)
+	}
+	if got, err := s.Identity(); err != nil || !proto.Equal(got, want) {
+		t.Fatalf("Identity = %v, %v; want %v", got, err, want)
+	}
+	if err := s.SetIdentity(nil); err == nil {
+		t.Error("SetIdentity(nil) succeeded")
+	}
+	// The identity is not a group's record.
+	recs1 := []*pb.Record{hs(1, 1, 1), entry(1, 1, "a", true), entry(1, 2, "b", false)}
+	checkLoad(t, s, 1, recs1)
+	checkLoad(t, s, 2, []*pb.Record{hs(2, 3, 1)})
+	for _, g := range []uint64{0, 'i', 'i' << 56, 1<<64 - 1} {
+		checkLoad(t, s, g, nil)
+	}
+	if st := s.Stats(); st.Syncs != syncsBefore {
+		t.Errorf("SetIdentity counted as a batch sync: Stats = %+v", st)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Identity(); !errors.Is(err, ErrClosed) {
+		t.Errorf("Identity after Close = %v, want ErrClosed", err)
+	}
+	if err := s.SetIdentity(want); !errors.Is(err, ErrClosed) {
+		t.Errorf("SetIdentity after Close = %v, want ErrClosed", err)
+	}
+
+	s = open(t, dir, true)
+	if got, err := s.Identity(); err != nil || !proto.Equal(got, want) {
+		t.Fatalf("Identity after reopen = %v, %v; want %v", got, err, want)
+	}
+	checkLoad(t, s, 1, recs1)
+	// A later SetIdentity replaces it.
+	want2 := &pb.Identity{NodeId: 3, ClusterId: 0xC0FFEE, Members: []uint64{1, 2, 3, 4}}
+	if err := s.SetIdentity(want2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, false)
+	defer s.Close()
+	if got, err := s.Identity(); err != nil || !proto.Equal(got, want2) {
+		t.Fatalf("Identity after second reopen = %v, %v; want %v", got, err, want2)
+	}
+	checkLoad(t, s, 1, recs1)
+}
+
+// TestIdentityNoSync: with Options.Sync false, SetIdentity does not fsync
+// but the identity survives Close and Open.
+func TestIdentityNoSync(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, false)
+	want := &pb.Identity{NodeId: 1, ClusterId: 7, Members: []uint64{1}}
+	if err := s.SetIdentity(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir, false)
+	defer s.Close()
+	if got, err := s.Identity(); err != nil || !proto.Equal(got, want) {
+		t.Fatalf("Identity = %v, %v; want %v", got, err, want)
+	}
+}
+
+func TestIdentityCorruption(t *testing.T) {
+	cases := []struct {
+		name string
+		val  func(stored []byte) []byte
+		want string
+	}{
+		{"flipped byte", func(v []byte) []byte {
+			v = append([]byte(nil), v...)
+			v[len(v)/2] ^= 0x10
+			return v
+		}, "checksum mismatch"},
+		{"flipped checksum byte", func(v []byte) []byte {
+			v = append([]byte(nil), v...)
+			v[0] ^= 0x01
+			return v
+		}, "checksum mismatch"},
+		{"garbage proto", func([]byte) []byte { return encodeValue([]byte{0x0a, 0x05, 0x01}) }, "unmarshal"},
+		{"short value", func([]byte) []byte { return []byte{1, 2} }, "shorter"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := open(t, dir, true)
+			mustWrite(t, s, hs(1, 1, 1), entry(1, 1, "a", true))
+			if err := s.SetIdentity(&pb.Identity{NodeId: 2, ClusterId: 9, Members: []uint64{1, 2, 3}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			db, err := leveldb.OpenFile(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, err := db.Get(identityKey, nil)
+			if err == nil {
+				err = db.Put(identityKey, c.val(stored), nil)
+			}
+			if cerr := db.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			s = open(t, dir, true)
+			defer s.Close()
+			id, err := s.Identity()
+			if err == nil {
+				t.Fatalf("Identity of a corrupt record = %v, no error", id)
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Identity error %v does not wrap ErrCorrupt", err)
+			}
+			t.Logf("Identity error: %v", err)
+			for _, want := range []string{dir, "identity", c.want} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Identity error %q does not mention %q", err, want)
+				}
+			}
+			// Groups are unaffected.
+			checkLoad(t, s, 1, []*pb.Record{hs(1, 1, 1), entry(1, 1, "a", true)})
+		})
+	}
+}
+
+// TestIdentityConcurrent sets and reads the identity while the writer
+// goroutine is busy, under the race detector.
+func TestIdentityConcurrent(t *testing.T) {
+	s := open(t, t.TempDir(), true)
+	defer s.Close()
+	// Queued, not yet written: the writer goroutine works on them while
+	// the identity is set and read.
+	wait := writeSyncPairs(t, s, 200, func(i int) *pb.Record { return entry(1, uint64(i+1), "v", false) })
+	for n := uint64(1); n <= 20; n++ {
+		if err := s.SetIdentity(&pb.Identity{NodeId: 1, ClusterId: n}); err != nil {
+			t.Fatal(err)
+		}
+		if id, err := s.Identity(); err != nil || id.GetClusterId() != n {
+			t.Fatalf("Identity = %v, %v; want cluster %d", id, err, n)
+		}
+	}
+	wait()
+	if recs, err := s.Load(1); err != nil || len(recs) != 200 {
+		t.Fatalf("Load: %d records, %v; want 200", len(recs), err)
+	}
+}

@@ -36,8 +36,20 @@
 //	24     n    payload
 //
 // A reader that sees a length over its MaxFrame, a zero sender or a CRC
-// mismatch counts a bad frame and closes the connection; a frame with another
-// cluster id is counted as foreign and also closes the connection.
+// mismatch counts a bad frame (Stats.BadFrames) and closes the connection; a
+// frame with another cluster id is counted as foreign (Stats.ForeignFrames)
+// and also closes the connection. So does a frame of the right cluster whose
+// sender is not a member: neither one of the current peers (Config.Peers as
+// updated by SetPeer) nor this node's own id. It is counted as a stranger
+// frame (Stats.StrangerFrames) and not delivered.
+//
+// All three point at a misconfiguration (a node of another cluster, or not
+// yet added here, or not speaking this protocol), so they are logged at
+// WARN, naming the remote address, the cluster id or sender seen and the
+// expected value. To keep a misconfigured node from flooding the log, each
+// kind is logged at most once per 10 seconds per transport; the line says
+// how many frames of that kind were suppressed since the previous one (they
+// are logged at DEBUG).
 package transport
 
 import (
@@ -51,6 +63,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,7 +98,7 @@ var (
 type Config struct {
 	ID         uint64            // this node, non-zero
 	ListenAddr string            // "host:port"; IPv4 or IPv6 ("[::1]:0"); port 0 picks a free port
-	Peers      map[uint64]string // node id -> address; an entry for ID itself is ignored
+	Peers      map[uint64]string // node id -> address; an entry for ID itself is ignored; frames from other senders are dropped (counted)
 	ClusterID  uint64            // frames carrying another cluster id are dropped (counted)
 	MaxFrame   int               // max payload bytes; default 64 MiB
 	QueueSize  int               // per-peer send queue, in messages; default 8192
@@ -94,14 +107,15 @@ type Config struct {
 
 // Stats are the transport's counters, all monotonic.
 type Stats struct {
-	Sent          uint64 // frames written to an outbound connection's buffer
-	Received      uint64 // frames handed to the receive callback
-	QueueDrops    uint64 // messages dropped by Send: full queue, unknown peer, too large, or closed
-	BadFrames     uint64 // inbound connections closed on a malformed frame
-	ForeignFrames uint64 // inbound connections closed on a frame of another cluster
-	Dials         uint64 // outbound dial attempts
-	DialErrors    uint64 // failed outbound dial attempts
-	ConnsAccepted uint64 // inbound connections accepted
+	Sent           uint64 // frames written to an outbound connection's buffer
+	Received       uint64 // frames handed to the receive callback
+	QueueDrops     uint64 // messages dropped by Send: full queue, unknown peer, too large, or closed
+	BadFrames      uint64 // inbound connections closed on a malformed frame
+	ForeignFrames  uint64 // inbound connections closed on a frame of another cluster
+	StrangerFrames uint64 // inbound connections closed on a frame from a sender that is neither a peer nor this node
+	Dials          uint64 // outbound dial attempts
+	DialErrors     uint64 // failed outbound dial attempts
+	ConnsAccepted  uint64 // inbound connections accepted
 }
 
 // Transport is a TCP transport between the nodes of one cluster. Its methods
@@ -126,8 +140,10 @@ type Transport struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 
-	sent, received, queueDrops, badFrames, foreignFrames atomic.Uint64
-	dials, dialErrors, connsAccepted                     atomic.Uint64
+	sent, received, queueDrops               atomic.Uint64
+	badFrames, foreignFrames, strangerFrames atomic.Uint64
+	dials, dialErrors, connsAccepted         atomic.Uint64
+	badWarn, foreignWarn, strangerWarn       *rateLog // rate limits of the WARN lines
 }
 
 // New validates cfg and starts listening on cfg.ListenAddr, so Addr is known
@@ -179,6 +195,10 @@ func New(cfg Config) (*Transport, error) {
 		ln:      ln,
 		done:    make(chan struct{}),
 		inbound: make(map[net.Conn]struct{}),
+
+		badWarn:      newRateLog(warnEvery, time.Now),
+		foreignWarn:  newRateLog(warnEvery, time.Now),
+		strangerWarn: newRateLog(warnEvery, time.Now),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	empty := map[uint64]*peer{}
@@ -194,7 +214,8 @@ func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
 
 // SetPeer adds a peer or changes its address. After a change, the current
 // connection to the old address is dropped and later sends dial the new one.
-// Ids 0 and the transport's own id are ignored, as are calls after Close.
+// Frames from a newly added peer are accepted from the call on. Ids 0 and the
+// transport's own id are ignored, as are calls after Close.
 func (t *Transport) SetPeer(id uint64, addr string) {
 	if id == 0 || id == t.cfg.ID {
 		t.log.Debug("transport: SetPeer ignored", "peer", id, "addr", addr)
@@ -283,14 +304,15 @@ func (t *Transport) Send(to uint64, msg []byte) {
 // Stats returns a snapshot of the counters.
 func (t *Transport) Stats() Stats {
 	return Stats{
-		Sent:          t.sent.Load(),
-		Received:      t.received.Load(),
-		QueueDrops:    t.queueDrops.Load(),
-		BadFrames:     t.badFrames.Load(),
-		ForeignFrames: t.foreignFrames.Load(),
-		Dials:         t.dials.Load(),
-		DialErrors:    t.dialErrors.Load(),
-		ConnsAccepted: t.connsAccepted.Load(),
+		Sent:           t.sent.Load(),
+		Received:       t.received.Load(),
+		QueueDrops:     t.queueDrops.Load(),
+		BadFrames:      t.badFrames.Load(),
+		ForeignFrames:  t.foreignFrames.Load(),
+		StrangerFrames: t.strangerFrames.Load(),
+		Dials:          t.dials.Load(),
+		DialErrors:     t.dialErrors.Load(),
+		ConnsAccepted:  t.connsAccepted.Load(),
 	}
 }
 
@@ -373,7 +395,8 @@ func (t *Transport) serve(c net.Conn) {
 			switch {
 			case errors.Is(err, ErrBadFrame):
 				t.badFrames.Add(1)
-				t.log.Debug("transport: bad frame, closing connection", "remote", c.RemoteAddr().String(), "err", err)
+				t.warn(t.badWarn, "transport: bad frame, closing connection",
+					"remote", c.RemoteAddr().String(), "err", err, "max_frame", t.cfg.MaxFrame)
 			case err == io.EOF || t.closed.Load():
 			default:
 				t.log.Debug("transport: inbound connection ended", "remote", c.RemoteAddr().String(), "err", err)
@@ -382,13 +405,45 @@ func (t *Transport) serve(c net.Conn) {
 		}
 		if f.cluster != t.cfg.ClusterID {
 			t.foreignFrames.Add(1)
-			t.log.Debug("transport: frame from foreign cluster, closing connection",
-				"remote", c.RemoteAddr().String(), "cluster", f.cluster, "sender", f.sender)
+			t.warn(t.foreignWarn, "transport: frame from another cluster, closing connection",
+				"remote", c.RemoteAddr().String(), "cluster", f.cluster, "expected_cluster", t.cfg.ClusterID,
+				"sender", f.sender)
+			return
+		}
+		if f.sender != t.cfg.ID && (*t.peers.Load())[f.sender] == nil {
+			t.strangerFrames.Add(1)
+			t.warn(t.strangerWarn, "transport: frame from a sender that is not a member, closing connection",
+				"remote", c.RemoteAddr().String(), "sender", f.sender, "expected_one_of", t.members(),
+				"cluster", f.cluster)
 			return
 		}
 		t.received.Add(1)
 		t.recv(f.sender, f.payload)
 	}
+}
+
+// warn logs msg at WARN unless rl suppresses it, adding the number of
+// suppressed occurrences; suppressed ones are logged at DEBUG.
+func (t *Transport) warn(rl *rateLog, msg string, args ...any) {
+	ok, suppressed := rl.allow()
+	if !ok {
+		t.log.Debug(msg, args...)
+		return
+	}
+	t.log.Warn(msg, append(args, "suppressed", suppressed)...)
+}
+
+// members returns the node ids frames are accepted from: this node and its
+// peers, sorted.
+func (t *Transport) members() []uint64 {
+	peers := *t.peers.Load()
+	ids := make([]uint64, 0, len(peers)+1)
+	ids = append(ids, t.cfg.ID)
+	for id := range peers {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // ---- outbound ----

@@ -10,7 +10,9 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -83,7 +85,7 @@ func newNode(t testing.TB, cfg Config) (*Transport, *inbox) {
 	if cfg.ClusterID == 0 {
 		cfg.ClusterID = testCluster
 	}
-	if os.Getenv("TRANSPORT_DEBUG") != "" {
+	if cfg.Logger == nil && os.Getenv("TRANSPORT_DEBUG") != "" {
 		cfg.Logger = debugLogger()
 	}
 	tr, err := New(cfg)
@@ -94,6 +96,16 @@ func newNode(t testing.TB, cfg Config) (*Transport, *inbox) {
 	tr.Start(box.recv)
 	t.Cleanup(func() { tr.Close() })
 	return tr, box
+}
+
+// known returns a Config.Peers that makes ids members, so that their frames
+// are accepted. The address is a placeholder: the tests never send to them.
+func known(ids ...uint64) map[uint64]string {
+	m := make(map[uint64]string, len(ids))
+	for _, id := range ids {
+		m[id] = "127.0.0.1:1"
+	}
+	return m
 }
 
 // goroutineBaseline returns a function that fails the test unless the
@@ -218,7 +230,7 @@ func TestThreeNodesAllDirections(t *testing.T) {
 func TestBurstFIFO(t *testing.T) {
 	const count = 10000
 	a, _ := newNode(t, Config{ID: 1, QueueSize: 2 * count})
-	b, box := newNode(t, Config{ID: 2})
+	b, box := newNode(t, Config{ID: 2, Peers: known(1)})
 	a.SetPeer(2, b.Addr().String())
 	for i := range count {
 		msg := make([]byte, 8+i%17)
@@ -250,7 +262,7 @@ func TestBurstFIFO(t *testing.T) {
 
 func TestLargeMessage(t *testing.T) {
 	a, _ := newNode(t, Config{ID: 1})
-	b, box := newNode(t, Config{ID: 2})
+	b, box := newNode(t, Config{ID: 2, Peers: known(1)})
 	a.SetPeer(2, b.Addr().String())
 	big := make([]byte, 8<<20)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -273,7 +285,7 @@ func TestLargeMessage(t *testing.T) {
 
 func TestOversizeAndUnknownPeerDropped(t *testing.T) {
 	a, _ := newNode(t, Config{ID: 1, MaxFrame: 1000})
-	b, box := newNode(t, Config{ID: 2, MaxFrame: 1000})
+	b, box := newNode(t, Config{ID: 2, MaxFrame: 1000, Peers: known(1)})
 	a.SetPeer(2, b.Addr().String())
 	a.Send(2, make([]byte, 1001)) // too large: dropped at the sender
 	a.Send(3, []byte("nobody"))   // unknown peer
@@ -303,7 +315,7 @@ func TestSenderBeforeReceiver(t *testing.T) {
 	a.Send(2, []byte("early"))
 	eventually(t, 5*time.Second, "failed dials", func() bool { return a.Stats().DialErrors >= 2 })
 
-	b, box := newNode(t, Config{ID: 2, ListenAddr: addr})
+	b, box := newNode(t, Config{ID: 2, ListenAddr: addr, Peers: known(1)})
 	var later [][]byte
 	for i := range 50 {
 		msg := fmt.Appendf(nil, "later %d", i)
@@ -326,8 +338,8 @@ func TestSenderBeforeReceiver(t *testing.T) {
 
 func TestSetPeerMovesConnection(t *testing.T) {
 	a, _ := newNode(t, Config{ID: 1})
-	b1, box1 := newNode(t, Config{ID: 2})
-	b2, box2 := newNode(t, Config{ID: 2})
+	b1, box1 := newNode(t, Config{ID: 2, Peers: known(1)})
+	b2, box2 := newNode(t, Config{ID: 2, Peers: known(1)})
 	a.SetPeer(2, b1.Addr().String())
 	a.Send(2, []byte("to old"))
 	eventually(t, 5*time.Second, "old address", func() bool { return box1.has([]byte("to old")) })
@@ -344,7 +356,7 @@ func TestSetPeerMovesConnection(t *testing.T) {
 
 func TestPeerRestart(t *testing.T) {
 	a, _ := newNode(t, Config{ID: 1})
-	b, box := newNode(t, Config{ID: 2})
+	b, box := newNode(t, Config{ID: 2, Peers: known(1)})
 	addr := b.Addr().String()
 	a.SetPeer(2, addr)
 	a.Send(2, []byte("first life"))
@@ -353,7 +365,7 @@ func TestPeerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	b2, box2 := newNode(t, Config{ID: 2, ListenAddr: addr})
+	b2, box2 := newNode(t, Config{ID: 2, ListenAddr: addr, Peers: known(1)})
 	// The first message after the restart may be lost on the old connection
 	// (best effort); keep sending until one gets through.
 	eventually(t, 5*time.Second, "second life", func() bool {
@@ -380,7 +392,7 @@ func TestPeerRestart(t *testing.T) {
 
 func TestForeignCluster(t *testing.T) {
 	a, _ := newNode(t, Config{ID: 1, ClusterID: 111})
-	b, box := newNode(t, Config{ID: 2, ClusterID: 222})
+	b, box := newNode(t, Config{ID: 2, ClusterID: 222, Peers: known(1, 9)})
 	a.SetPeer(2, b.Addr().String())
 	a.Send(2, []byte("wrong cluster"))
 	eventually(t, 5*time.Second, "foreign frame", func() bool { return b.Stats().ForeignFrames >= 1 })
@@ -405,7 +417,7 @@ func TestForeignCluster(t *testing.T) {
 
 func TestBadFrames(t *testing.T) {
 	const maxFrame = 1 << 20
-	b, box := newNode(t, Config{ID: 2, MaxFrame: maxFrame})
+	b, box := newNode(t, Config{ID: 2, MaxFrame: maxFrame, Peers: known(1, 5)})
 	a, _ := newNode(t, Config{ID: 1, MaxFrame: maxFrame})
 	a.SetPeer(2, b.Addr().String())
 
@@ -499,7 +511,7 @@ func blackhole(t *testing.T) string {
 func TestDeadPeerDoesNotBlockOthers(t *testing.T) {
 	dead := blackhole(t)
 	a, _ := newNode(t, Config{ID: 1, QueueSize: 64})
-	b, box := newNode(t, Config{ID: 2})
+	b, box := newNode(t, Config{ID: 2, Peers: known(1)})
 	a.SetPeer(2, b.Addr().String())
 	a.SetPeer(3, dead)
 
@@ -655,7 +667,7 @@ func BenchmarkSendRecv(b *testing.B) {
 	const window = 4096
 	sem := make(chan struct{}, window)
 	tx, _ := newNode(b, Config{ID: 1})
-	rx, err := New(Config{ID: 2, ListenAddr: "127.0.0.1:0", ClusterID: testCluster})
+	rx, err := New(Config{ID: 2, ListenAddr: "127.0.0.1:0", ClusterID: testCluster, Peers: known(1)})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -689,4 +701,177 @@ func BenchmarkSendRecv(b *testing.B) {
 	if d := tx.Stats().QueueDrops; d != 0 {
 		b.Fatalf("%d drops", d)
 	}
+}
+
+// logBuffer is an io.Writer for a slog handler, safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// lines returns the logged lines that contain every one of substrs.
+func (b *logBuffer) lines(substrs ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+next:
+	for _, l := range strings.Split(b.buf.String(), "\n") {
+		for _, s := range substrs {
+			if !strings.Contains(l, s) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// fakeClock is a settable time source, safe for concurrent use.
+type fakeClock struct{ ns atomic.Int64 }
+
+func (c *fakeClock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// newLoggedNode makes a transport logging at the default (INFO) level into
+// the returned buffer, with its WARN rate limits on clock, and starts it.
+func newLoggedNode(t *testing.T, cfg Config, clock *fakeClock) (*Transport, *inbox, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	cfg.ListenAddr = "127.0.0.1:0"
+	tr, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	// Before Start, so the reader goroutines see them.
+	tr.badWarn = newRateLog(warnEvery, clock.now)
+	tr.foreignWarn = newRateLog(warnEvery, clock.now)
+	tr.strangerWarn = newRateLog(warnEvery, clock.now)
+	box := &inbox{}
+	tr.Start(box.recv)
+	return tr, box, logs
+}
+
+func TestStrangerFrames(t *testing.T) {
+	clock := &fakeClock{}
+	b, box, logs := newLoggedNode(t, Config{ID: 2, ClusterID: testCluster, Peers: known(1)}, clock)
+
+	// A raw frame from node 7, which is not a member: refused.
+	c := rawConn(t, b.Addr().String(), appendFrame(nil, testCluster, 7, []byte("from a stranger")))
+	if !closedByPeer(c) {
+		t.Fatal("connection carrying a stranger's frame was not closed")
+	}
+	if st := b.Stats(); st.StrangerFrames != 1 || st.Received != 0 || st.ForeignFrames != 0 || st.BadFrames != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	// A good frame first is delivered; the stranger's after it is not.
+	c = rawConn(t, b.Addr().String(), append(
+		appendFrame(nil, testCluster, 1, []byte("from a member")),
+		appendFrame(nil, testCluster, 8, []byte("from another stranger"))...))
+	if !closedByPeer(c) {
+		t.Fatal("connection carrying a stranger's frame after a good one was not closed")
+	}
+	// A real transport that is not a member (node 3 knows node 2, not the
+	// other way round).
+	s, _ := newNode(t, Config{ID: 3, Peers: map[uint64]string{2: b.Addr().String()}})
+	s.Send(2, []byte("from node 3"))
+	eventually(t, 5*time.Second, "node 3's frame refused", func() bool { return b.Stats().StrangerFrames >= 3 })
+	if st := b.Stats(); st.StrangerFrames != 3 || st.Received != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if msgs := box.snapshot(); len(msgs) != 1 || msgs[0].from != 1 || string(msgs[0].data) != "from a member" {
+		t.Fatalf("delivered %+v", msgs)
+	}
+	warns := logs.lines("level=WARN", "not a member")
+	if len(warns) != 1 {
+		t.Fatalf("%d WARN lines for 3 stranger frames in one window, want 1:\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+	t.Logf("WARN line: %s", warns[0])
+	for _, want := range []string{"sender=7", `expected_one_of="[1 2]"`, "remote=127.0.0.1:", "suppressed=0"} {
+		if !strings.Contains(warns[0], want) {
+			t.Errorf("WARN line %q does not mention %q", warns[0], want)
+		}
+	}
+
+	// Frames carrying this node's own id are accepted; and once a sender
+	// is made a peer, its frames are too.
+	rawConn(t, b.Addr().String(), appendFrame(nil, testCluster, 2, []byte("from myself")))
+	b.SetPeer(7, "127.0.0.1:1")
+	rawConn(t, b.Addr().String(), appendFrame(nil, testCluster, 7, []byte("from a new member")))
+	eventually(t, 5*time.Second, "frames from self and a new member", func() bool {
+		return box.has([]byte("from myself")) && box.has([]byte("from a new member"))
+	})
+	if st := b.Stats(); st.StrangerFrames != 3 {
+		t.Fatalf("StrangerFrames = %d after the sender became a member, want 3", st.StrangerFrames)
+	}
+}
+
+func TestForeignClusterWarnRateLimited(t *testing.T) {
+	clock := &fakeClock{}
+	b, box, logs := newLoggedNode(t, Config{ID: 2, ClusterID: 222, Peers: known(9)}, clock)
+	const n = 5
+	for i := range n {
+		c := rawConn(t, b.Addr().String(), appendFrame(nil, 333, 9, []byte("foreign")))
+		if !closedByPeer(c) {
+			t.Fatalf("frame %d: connection not closed", i)
+		}
+	}
+	if st := b.Stats(); st.ForeignFrames != n || st.Received != 0 || st.StrangerFrames != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if box.len() != 0 {
+		t.Fatal("foreign frame delivered")
+	}
+	warns := logs.lines("level=WARN")
+	if len(warns) != 1 {
+		t.Fatalf("%d WARN lines for %d foreign frames in one window, want 1:\n%s", len(warns), n, strings.Join(warns, "\n"))
+	}
+	t.Logf("WARN line: %s", warns[0])
+	for _, want := range []string{"another cluster", "cluster=333", "expected_cluster=222", "remote=127.0.0.1:", "suppressed=0"} {
+		if !strings.Contains(warns[0], want) {
+			t.Errorf("WARN line %q does not mention %q", warns[0], want)
+		}
+	}
+
+	// After the window, the next one is logged with the suppressed count.
+	clock.advance(warnEvery)
+	c := rawConn(t, b.Addr().String(), appendFrame(nil, 444, 9, []byte("foreign")))
+	if !closedByPeer(c) {
+		t.Fatal("connection not closed")
+	}
+	warns = logs.lines("level=WARN")
+	if len(warns) != 2 {
+		t.Fatalf("%d WARN lines after the window, want 2:\n%s", len(warns), strings.Join(warns, "\n"))
+	}
+	for _, want := range []string{"cluster=444", "expected_cluster=222", fmt.Sprintf("suppressed=%d", n-1)} {
+		if !strings.Contains(warns[1], want) {
+			t.Errorf("WARN line %q does not mention %q", warns[1], want)
+		}
+	}
+}
+
+func TestBadFrameWarn(t *testing.T) {
+	clock := &fakeClock{}
+	b, _, logs := newLoggedNode(t, Config{ID: 2, ClusterID: testCluster, Peers: known(5)}, clock)
+	for range 3 {
+		c := rawConn(t, b.Addr().String(), []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"))
+		if !closedByPeer(c) {
+			t.Fatal("connection not closed")
+		}
+	}
+	if got := b.Stats().BadFrames; got != 3 {
+		t.Fatalf("BadFrames = %d, want 3", got)
+	}
+	warns := logs.lines("level=WARN")
+	if len(warns) != 1 || !strings.Contains(warns[0], "bad frame") || !strings.Contains(warns[0], "remote=127.0.0.1:") {
+		t.Fatalf("WARN lines for 3 bad frames in one window, want 1 naming the remote:\n%s", strings.Join(warns, "\n"))
+	}
+	t.Logf("WARN line: %s", warns[0])
 }

@@ -1,0 +1,23 @@
+// Package testhooks lets the simulator and the tests of this module observe
+// and deliberately break a node, without those hooks appearing in the
+// public Options.
+package testhooks
+
+import (
+	"github.com/paxoskit/paxos/core"
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
+
+// Hooks are attached to a node's Options with Attach.
+type Hooks struct {
+	// OnCommit sees every chosen instance in order on this node, no-ops
+	// included, before it is executed.
+	OnCommit func(group, instance uint64, v *pb.Value)
+	// Canary deliberately breaks the protocol.
+	Canary core.Canary
+}
+
+// Attach stores h in opts, which must be a *paxos.Options. The root package
+// sets it in its init; it is a variable so this package need not import
+// the root package.
+var Attach func(opts any, h Hooks)

@@ -1,0 +1,131 @@
+package paxos
+
+import (
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/paxoskit/paxos/env"
+	"github.com/paxoskit/paxos/internal/testhooks"
+)
+
+// Options configures a Node. Zero fields take the documented defaults.
+// The production environment (TCP, goleveldb) is built by package real:
+// real.RunNode(opts, cfg) is the one-call way to run a node.
+type Options struct {
+	MyNode    uint64   // this node's id, non-zero
+	Nodes     []uint64 // every voting member, including MyNode; no duplicates
+	ClusterID uint64   // required, non-zero; recorded in storage on first start
+	Groups    int      // independent Paxos groups, numbered from 0; default 1
+
+	// StateMachines run in every group. A proposal with a nil SMCtx goes
+	// to the first one.
+	StateMachines []StateMachine
+
+	// Env is the world the node runs in: real.Open builds the production
+	// one, the simulator its own. The node owns it: Close releases it.
+	Env env.Env
+
+	TickInterval   time.Duration // default 10ms; protocol timeouts count ticks
+	ProposeTimeout time.Duration // default 3s; the wait of a proposal whose context has no deadline
+	Window         int           // instances in flight per group; default 128
+	MaxValueSize   int           // default 8 MiB
+	MaxPending     int           // proposals waiting per group; default 4096
+
+	// BatchPropose flushes a batch at BatchCount values (default 5),
+	// BatchBytes bytes (default 512 KiB) or BatchDelay after its first
+	// value (default 20ms), the PhxPaxos defaults.
+	BatchCount int
+	BatchBytes int
+	BatchDelay time.Duration
+	Logger     *slog.Logger // default discards
+
+	hooks testhooks.Hooks
+}
+
+func init() {
+	testhooks.Attach = func(opts any, h testhooks.Hooks) { opts.(*Options).hooks = h }
+}
+
+// Defaults returns opts with every zero field set to its default.
+func (o Options) withDefaults() Options {
+	o.Nodes = slices.Clone(o.Nodes)
+	slices.Sort(o.Nodes)
+	if o.Groups == 0 {
+		o.Groups = 1
+	}
+	if o.TickInterval == 0 {
+		o.TickInterval = 10 * time.Millisecond
+	}
+	if o.ProposeTimeout == 0 {
+		o.ProposeTimeout = 3 * time.Second
+	}
+	if o.Window == 0 {
+		o.Window = 128
+	}
+	if o.MaxValueSize == 0 {
+		o.MaxValueSize = 8 << 20
+	}
+	if o.MaxPending == 0 {
+		o.MaxPending = 4096
+	}
+	if o.BatchCount == 0 {
+		o.BatchCount = 5
+	}
+	if o.BatchBytes == 0 {
+		o.BatchBytes = 512 << 10
+	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = 20 * time.Millisecond
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Validate checks opts without touching the environment: RunNode calls it
+// first, and real.RunNode calls it before it opens storage or binds a port.
+// Every problem is an error wrapping ErrInvalidOptions.
+func (o Options) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+	}
+	nodes := slices.Sorted(slices.Values(o.Nodes))
+	switch {
+	case o.MyNode == 0:
+		return bad("MyNode must be non-zero")
+	case len(nodes) == 0:
+		return bad("Nodes is empty")
+	case slices.Contains(nodes, 0):
+		return bad("node id 0 in Nodes %v", o.Nodes)
+	case len(slices.Compact(slices.Clone(nodes))) != len(nodes):
+		return bad("duplicate node id in Nodes %v", o.Nodes)
+	case !slices.Contains(nodes, o.MyNode):
+		return fmt.Errorf("%w: %w: MyNode %d not in Nodes %v", ErrInvalidOptions, ErrNotMember, o.MyNode, o.Nodes)
+	case o.ClusterID == 0:
+		return bad("ClusterID is required (non-zero): nodes of one cluster share it, and it is recorded in storage")
+	case o.Groups < 0 || o.Groups > maxGroups:
+		return bad("Groups %d outside [1, %d]", o.Groups, maxGroups)
+	case o.Window < 0, o.MaxValueSize < 0, o.MaxPending < 0, o.BatchCount < 0, o.BatchBytes < 0:
+		return bad("negative size (Window %d, MaxValueSize %d, MaxPending %d, BatchCount %d, BatchBytes %d)",
+			o.Window, o.MaxValueSize, o.MaxPending, o.BatchCount, o.BatchBytes)
+	case o.TickInterval < 0 || o.ProposeTimeout < 0 || o.BatchDelay < 0:
+		return bad("negative duration (TickInterval %v, ProposeTimeout %v, BatchDelay %v)", o.TickInterval, o.ProposeTimeout, o.BatchDelay)
+	}
+	for i, sm := range o.StateMachines {
+		if sm == nil {
+			return bad("StateMachines[%d] is nil", i)
+		}
+		for _, other := range o.StateMachines[:i] {
+			if other.SMID() == sm.SMID() {
+				return bad("two state machines with SMID %d", sm.SMID())
+			}
+		}
+	}
+	return nil
+}
+
+// maxGroups bounds Options.Groups.
+const maxGroups = 1 << 16

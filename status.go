@@ -1,0 +1,124 @@
+package paxos
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/paxoskit/paxos/env"
+)
+
+// Stats are a node's counters, totals since it started. Safe to read from
+// any goroutine.
+type Stats struct {
+	Proposals     uint64 // proposals accepted for the log
+	Timeouts      uint64 // proposals that ended with ErrTimeout
+	Cancelled     uint64 // proposals whose context ended first
+	Committed     uint64 // instances executed, no-ops included
+	Syncs         uint64 // syncs the runtime asked storage for
+	MsgsSent      uint64
+	BytesSent     uint64
+	MsgsReceived  uint64
+	BytesReceived uint64
+	BadMessages   uint64 // undecodable or invalid messages dropped
+	UnknownGroups uint64 // messages for a group this node does not have
+
+	// Env is what the environment counted itself (fsyncs, dropped sends,
+	// frames of other clusters or of non-members), when it counts.
+	Env env.Counters
+}
+
+type counters struct {
+	proposals, timeouts, cancelled, committed, syncs atomic.Uint64
+	msgsSent, bytesSent, msgsRecv, bytesRecv         atomic.Uint64
+	badMessages, unknownGroups                       atomic.Uint64
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	c := &n.stats
+	s := Stats{
+		Proposals: c.proposals.Load(), Timeouts: c.timeouts.Load(), Cancelled: c.cancelled.Load(),
+		Committed: c.committed.Load(), Syncs: c.syncs.Load(),
+		MsgsSent: c.msgsSent.Load(), BytesSent: c.bytesSent.Load(),
+		MsgsReceived: c.msgsRecv.Load(), BytesReceived: c.bytesRecv.Load(),
+		BadMessages: c.badMessages.Load(), UnknownGroups: c.unknownGroups.Load(),
+	}
+	if n.env.Counters != nil {
+		s.Env = n.env.Counters()
+	}
+	return s
+}
+
+// GroupStatus is what a node knows about one group.
+type GroupStatus struct {
+	Leader        uint64 // the node believed to lead, 0 if none is known
+	IsLeader      bool   // this node has won phase 1 and not lost it since
+	BallotCounter uint64 // the counter of the highest ballot this node promised
+	Chosen        uint64 // every instance up to this one is chosen and known here
+	Executed      uint64 // every instance up to this one is executed here
+	Queued        int    // proposals waiting for an instance on this node
+	Pending       int    // proposals of this node waiting for their outcome
+}
+
+// groupStatus is published by the loop after each handler.
+type groupStatus struct {
+	leader, ballot, chosen, executed atomic.Uint64
+	isLeader                         atomic.Bool
+	queued, pending                  atomic.Int64
+}
+
+// Status returns what this node knows about group; safe from any goroutine.
+func (n *Node) Status(group uint64) (GroupStatus, error) {
+	g, err := n.group(group)
+	if err != nil {
+		return GroupStatus{}, err
+	}
+	s := &g.status
+	return GroupStatus{
+		Leader: s.leader.Load(), IsLeader: s.isLeader.Load(), BallotCounter: s.ballot.Load(),
+		Chosen: s.chosen.Load(), Executed: s.executed.Load(),
+		Queued: int(s.queued.Load()), Pending: int(s.pending.Load()),
+	}, nil
+}
+
+// publish copies a group's core state into its status, for readers on
+// other goroutines.
+func (g *group) publish() {
+	c, s := g.core, &g.status
+	s.leader.Store(c.Leader())
+	s.isLeader.Store(c.IsLeader())
+	s.ballot.Store(c.Promised().Counter)
+	s.chosen.Store(c.ChosenUpto())
+	s.queued.Store(int64(c.Pending()))
+	s.pending.Store(int64(len(g.pending)))
+}
+
+// group returns the group with id gid.
+func (n *Node) group(gid uint64) (*group, error) {
+	if gid >= uint64(len(n.groups)) {
+		return nil, fmt.Errorf("%w: %d (this node has %d)", ErrUnknownGroup, gid, len(n.groups))
+	}
+	return n.groups[gid], nil
+}
+
+// NowInstanceID returns the next instance this node will execute in group:
+// every instance below it is chosen and executed here. Safe from any
+// goroutine.
+func (n *Node) NowInstanceID(group uint64) (uint64, error) {
+	g, err := n.group(group)
+	if err != nil {
+		return 0, err
+	}
+	return g.status.executed.Load() + 1, nil
+}
+
+// MinChosenInstanceID returns the lowest instance whose value this node
+// still holds, 0 if it holds none. No log is cleaned yet, so it is 1 once
+// anything is executed.
+func (n *Node) MinChosenInstanceID(group uint64) (uint64, error) {
+	now, err := n.NowInstanceID(group)
+	if err != nil || now == 1 {
+		return 0, err
+	}
+	return 1, nil
+}
