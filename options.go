@@ -39,7 +39,7 @@ type Options struct {
 	BatchCount int
 	BatchBytes int
 	BatchDelay time.Duration
-	Logger     *slog.Logger // default discards
+	Logger     *slog.Logger // default slog.Default(); misconfiguration is logged at WARN
 
 	hooks testhooks.Hooks
 }
@@ -80,7 +80,7 @@ func (o Options) withDefaults() Options {
 		o.BatchDelay = 20 * time.Millisecond
 	}
 	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+		o.Logger = slog.Default()
 	}
 	return o
 }

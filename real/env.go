@@ -30,7 +30,7 @@ type Config struct {
 	// promises and votes, which can break agreement: tests and benchmarks
 	// only.
 	NoSync bool
-	Logger *slog.Logger // default discards
+	Logger *slog.Logger // default slog.Default(): frames of other clusters or non-members are logged at WARN
 }
 
 // Validate checks cfg without opening or binding anything. Errors wrap
@@ -83,6 +83,9 @@ func Open(cfg Config) (env.Env, error) {
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = cfg.Peers[cfg.ID]
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
 	st, err := storage.Open(storage.Options{Dir: cfg.DataDir, Sync: !cfg.NoSync, Logger: cfg.Logger})
 	if err != nil {

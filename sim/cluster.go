@@ -2,6 +2,7 @@ package sim
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/paxoskit/paxos"
@@ -189,8 +190,11 @@ func (r *run) nodeOptions(id uint64, e env.Env) paxos.Options {
 		Env:            e,
 		Window:         r.opts.Window,
 		ProposeTimeout: proposeTimeout,
+		Logger:         discard,
 	}
 }
+
+var discard = slog.New(slog.DiscardHandler)
 
 // clusterID is the cluster id of simulated clusters.
 const clusterID = 0x51
