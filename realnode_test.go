@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/real"
+	"github.com/paxoskit/paxos/real/storage"
 )
 
 // counterSM counts executions; safe for the test goroutine to read.
@@ -174,4 +176,85 @@ func TestProductionEnv(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("node 3 replayed and caught up %d values in %v", fresh.count(), time.Since(restarted))
+}
+
+// TestProductionIdentity is the typo the issue found by hand: node 3
+// restarted on its data directory with only itself in the peer list. The
+// start is refused before anything is written, its port is released, and
+// the right peer list starts again.
+func TestProductionIdentity(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "3")
+	peers := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers[id] = ln.Addr().String()
+		ln.Close()
+	}
+	opts := paxos.Options{MyNode: 3, ClusterID: 7, StateMachines: []paxos.StateMachine{&counterSM{id: 1}}}
+	n, err := real.RunNode(opts, real.Config{Peers: peers, DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	// What the directory holds, as a node would read it: the identity and
+	// every record. (goleveldb reorganises its files on each open.)
+	files := func() string {
+		st, err := storage.Open(storage.Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		id, err := st.Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := st.Load(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(id, recs)
+	}
+	before := files()
+
+	for name, bad := range map[string]struct {
+		opts  paxos.Options
+		peers map[uint64]string
+	}{
+		"only itself":   {opts, map[uint64]string{3: peers[3]}},
+		"other cluster": {paxos.Options{MyNode: 3, ClusterID: 8}, peers},
+		"swapped dirs":  {paxos.Options{MyNode: 2, ClusterID: 7}, peers},
+	} {
+		n, err := real.RunNode(bad.opts, real.Config{Peers: bad.peers, DataDir: dir})
+		if !errors.Is(err, paxos.ErrIdentityMismatch) || n != nil {
+			t.Fatalf("%s: RunNode = %v, %v; want ErrIdentityMismatch", name, n, err)
+		}
+		t.Logf("%s: %v", name, err)
+		if after := files(); before != after {
+			t.Errorf("%s: the refused start changed the data directory: %v -> %v", name, before, after)
+		}
+	}
+	// The port was released and the right configuration starts.
+	n, err = real.RunNode(opts, real.Config{Peers: peers, DataDir: dir})
+	if err != nil {
+		t.Fatalf("restart with the right peers: %v", err)
+	}
+	n.Close()
+
+	// Bad options are refused before the directory is even created.
+	fresh := filepath.Join(t.TempDir(), "never")
+	for name, cfg := range map[string]real.Config{
+		"listen elsewhere":  {Peers: peers, DataDir: fresh, ListenAddr: "127.0.0.1:1"},
+		"two ids, one addr": {Peers: map[uint64]string{1: peers[1], 2: peers[1], 3: peers[3]}, DataDir: fresh},
+		"no data dir":       {Peers: peers},
+	} {
+		if _, err := real.RunNode(opts, cfg); !errors.Is(err, paxos.ErrInvalidOptions) {
+			t.Errorf("%s: %v, want ErrInvalidOptions", name, err)
+		}
+	}
+	if _, err := os.Stat(fresh); !os.IsNotExist(err) {
+		t.Errorf("invalid options created the data directory: %v", err)
+	}
 }
