@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,8 +19,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/paxoskit/paxos/linearizability"
 	"github.com/paxoskit/paxos/internal/kvsm"
+	"github.com/paxoskit/paxos/linearizability"
 )
 
 // proc is one paxoskv server process.
@@ -118,7 +120,7 @@ func TestKillNine(t *testing.T) {
 				op := kvsm.Op{Key: key}
 				switch rng.IntN(4) {
 				case 0:
-					op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d-%d", c, i)
+					op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d-%d\xff\x00", c, i) // binary: values are bytes
 				case 1:
 					op.Kind = kvsm.Get
 				case 2:
@@ -178,7 +180,7 @@ func TestKillNine(t *testing.T) {
 					same, diff = false, fmt.Sprintf("key %s: node 1 has %s, node %d has %s", key, first, i+1, got)
 				}
 			}
-			if !strings.Contains(first, `"final"`) {
+			if !strings.HasPrefix(first, "200 ") || !strings.HasSuffix(first, ` "final"`) {
 				same, diff = false, fmt.Sprintf("key %s: node 1 has %s", key, first)
 			}
 		}
@@ -229,28 +231,41 @@ func do(hc *http.Client, addr string, op kvsm.Op) (kvsm.Result, error) {
 		return kvsm.Result{}, err
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return kvsm.Result{}, err
+	}
+	if resp.StatusCode == http.StatusOK && op.Kind == kvsm.Get {
+		// The value is the raw body; its version is in a header.
+		ver, err := strconv.ParseUint(resp.Header.Get(versionHeader), 10, 64)
+		if err != nil {
+			return kvsm.Result{}, fmt.Errorf("GET 200 with bad %s header %q", versionHeader, resp.Header.Get(versionHeader))
+		}
+		return kvsm.Result{OK: true, Found: true, Value: string(body), Version: ver}, nil
+	}
 	var out struct {
-		Value   *string `json:"value"`
-		Version uint64  `json:"version"`
-		Found   bool    `json:"found"`
-		Error   string  `json:"error"`
+		ValueBase64 *string `json:"value_base64"`
+		Version     uint64  `json:"version"`
+		Found       bool    `json:"found"`
+		Error       string  `json:"error"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
 		return kvsm.Result{}, fmt.Errorf("status %d: %s", resp.StatusCode, body)
 	}
 	res := kvsm.Result{OK: true, Version: out.Version}
 	switch {
-	case resp.StatusCode == http.StatusOK && op.Kind == kvsm.Get:
-		res.Found, res.Value = true, *out.Value
 	case resp.StatusCode == http.StatusOK && op.Kind == kvsm.Delete:
 		res.Found = out.Found
 	case resp.StatusCode == http.StatusOK:
 	case resp.StatusCode == http.StatusNotFound && op.Kind == kvsm.Get:
 	case resp.StatusCode == http.StatusConflict && op.Kind == kvsm.CAS:
 		res.OK, res.Found = false, out.Found
-		if out.Value != nil {
-			res.Value = *out.Value
+		if out.ValueBase64 != nil {
+			v, err := base64.StdEncoding.DecodeString(*out.ValueBase64)
+			if err != nil {
+				return kvsm.Result{}, fmt.Errorf("409 with bad value_base64: %v", err)
+			}
+			res.Value = string(v)
 		}
 	default:
 		return kvsm.Result{}, fmt.Errorf("status %d: %s", resp.StatusCode, out.Error)
@@ -258,6 +273,7 @@ func do(hc *http.Client, addr string, op kvsm.Op) (kvsm.Result, error) {
 	return res, nil
 }
 
+// staleRead returns a node's local state of key as "STATUS VERSION BODY".
 func staleRead(hc *http.Client, addr, key string) string {
 	resp, err := hc.Get("http://" + addr + "/kv/" + key + "?stale=1")
 	if err != nil {
@@ -265,5 +281,5 @@ func staleRead(hc *http.Client, addr, key string) string {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
+	return fmt.Sprintf("%d %s %q", resp.StatusCode, resp.Header.Get(versionHeader), b)
 }

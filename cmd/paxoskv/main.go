@@ -1,10 +1,15 @@
-// Command paxoskv is a replicated key-value server over paxoskit, with a
-// JSON HTTP API. Its state machine is the one the simulator checks
-// (internal/kvsm), so what the simulator proves covers this sample.
+// Command paxoskv is a replicated key-value server over paxoskit, with an
+// HTTP API: values are raw bytes, errors and metadata are JSON. Its state
+// machine is the one the simulator checks (internal/kvsm), so what the
+// simulator proves covers this sample.
 //
 //	paxoskv serve --id 1 --listen 127.0.0.1:7001 --http 127.0.0.1:8001 \
 //	    --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data /tmp/kv1
 //	paxoskv demo   # three nodes in one process, prints curl commands
+//
+// Exit status: 0 after a clean stop (SIGINT, SIGTERM), 1 when the node
+// cannot start (invalid options, identity mismatch, address in use, ...),
+// 2 for bad command-line flags.
 package main
 
 import (
@@ -12,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,9 +30,8 @@ import (
 	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/cmd/internal/cli"
 	"github.com/paxoskit/paxos/internal/kvsm"
+	"github.com/paxoskit/paxos/real"
 )
-
-const maxValue = 1 << 20
 
 // clusterID is what paxoskv nodes put in every frame unless told otherwise.
 const clusterID = 0x70617873 // "paxs"
@@ -44,7 +49,17 @@ func main() {
 	default:
 		usage()
 	}
-	if err != nil {
+	var fe *flagError
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case errors.As(err, &fe):
+		if !fe.reported {
+			fmt.Fprintf(os.Stderr, "paxoskv %s: %s\nrun 'paxoskv %s -h' for the flags\n", os.Args[1], fe.msg, os.Args[1])
+		}
+		os.Exit(2)
+	default:
 		fmt.Fprintln(os.Stderr, "paxoskv:", err)
 		os.Exit(1)
 	}
@@ -52,9 +67,36 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  paxoskv serve --id N --listen HOST:PORT --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--groups G]
+  paxoskv serve --id N --listen HOST:PORT --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--groups G] [--timeout D] [--cluster-id C] [-v]
   paxoskv demo [--dir DIR] [--groups G]`)
 	os.Exit(2)
+}
+
+// flagError is a command-line mistake: main prints it (unless the flag
+// package already did) and exits with status 2.
+type flagError struct {
+	msg      string
+	reported bool // the flag package already printed the error and usage
+}
+
+func (e *flagError) Error() string { return e.msg }
+
+func flagErrorf(format string, args ...any) error {
+	return &flagError{msg: fmt.Sprintf(format, args...)}
+}
+
+// parseFlags runs fs.Parse and refuses positional arguments.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &flagError{msg: err.Error(), reported: true}
+	}
+	if fs.NArg() > 0 {
+		return flagErrorf("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }
 
 type nodeConfig struct {
@@ -69,20 +111,22 @@ type nodeConfig struct {
 	logger    *slog.Logger
 }
 
-// startNode runs one paxoskv node and its HTTP server.
+// startNode runs one paxoskv node and then, once the node has started, its
+// HTTP server: a node that fails to start (invalid options, identity
+// mismatch, storage error) never opens the HTTP port.
 func startNode(c nodeConfig) (stop func(), err error) {
+	if c.groups < 1 {
+		return nil, fmt.Errorf("%w: %d groups, want at least 1", paxos.ErrInvalidOptions, c.groups)
+	}
 	sm := kvsm.New()
-	node, err := paxos.RunNode(paxos.Options{
+	node, err := real.RunNode(paxos.Options{
 		MyNode:        c.id,
+		ClusterID:     c.clusterID,
 		Groups:        c.groups,
 		StateMachines: []paxos.StateMachine{sm},
-		DataDir:       c.data,
-		ListenAddr:    c.listen,
-		Peers:         c.peers,
-		ClusterID:     c.clusterID,
-		MaxValueSize:  maxValue + 1024,
+		MaxValueSize:  maxProposal,
 		Logger:        c.logger,
-	})
+	}, real.Config{Peers: c.peers, ListenAddr: c.listen, DataDir: c.data})
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +135,10 @@ func startNode(c nodeConfig) (stop func(), err error) {
 		node.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: (&server{node: node, sm: sm, groups: c.groups, timeout: c.timeout}).handler()}
+	srv := &http.Server{
+		Handler:           (&server{node: node, sm: sm, groups: c.groups, timeout: c.timeout}).handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
 	go srv.Serve(ln)
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -101,54 +148,97 @@ func startNode(c nodeConfig) (stop func(), err error) {
 	}, nil
 }
 
-func serve(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+// parseServe parses and checks the flags of paxoskv serve. Errors are
+// *flagError, or flag.ErrHelp for -h.
+func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
+	fs := flag.NewFlagSet("paxoskv serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	id := fs.Uint64("id", 0, "this node's id (a key of --peers)")
 	listen := fs.String("listen", "", "Paxos TCP address, HOST:PORT")
 	httpAddr := fs.String("http", "", "HTTP API address, HOST:PORT")
 	peers := fs.String("peers", "", "every node: 1=HOST:PORT,2=HOST:PORT,...")
 	data := fs.String("data", "", "data directory")
-	groups := fs.Int("groups", 1, "Paxos groups; keys map to groups by hash")
-	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout")
-	cluster := fs.Uint64("cluster-id", clusterID, "cluster id; nodes drop frames from other clusters")
+	groups := fs.Int("groups", 1, "Paxos groups (>= 1); keys map to groups by hash; every node must use the same number")
+	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout (> 0)")
+	cluster := fs.Uint64("cluster-id", clusterID, "cluster id (non-zero); nodes drop frames from other clusters")
 	verbose := fs.Bool("v", false, "debug logging")
-	fs.Parse(args)
+	if err := parseFlags(fs, args); err != nil {
+		return nodeConfig{}, err
+	}
+	switch {
+	case *id == 0 || *listen == "" || *httpAddr == "" || *peers == "" || *data == "":
+		return nodeConfig{}, flagErrorf("serve needs --id, --listen, --http, --peers and --data")
+	case *groups < 1:
+		return nodeConfig{}, flagErrorf("--groups must be at least 1, got %d", *groups)
+	case *timeout <= 0:
+		return nodeConfig{}, flagErrorf("--timeout must be positive, got %v", *timeout)
+	case *cluster == 0:
+		return nodeConfig{}, flagErrorf("--cluster-id must be non-zero")
+	}
+	if _, _, err := net.SplitHostPort(*httpAddr); err != nil {
+		return nodeConfig{}, flagErrorf("--http %q: %v", *httpAddr, err)
+	}
 	p, err := cli.ParsePeers(*peers)
 	if err != nil {
-		return err
-	}
-	if *id == 0 || *listen == "" || *httpAddr == "" || *data == "" {
-		return errors.New("serve needs --id, --listen, --http, --peers and --data")
+		return nodeConfig{}, flagErrorf("--peers: %v", err)
 	}
 	if _, ok := p[*id]; !ok {
-		return fmt.Errorf("--id %d is not in --peers", *id)
+		return nodeConfig{}, flagErrorf("--id %d is not in --peers", *id)
 	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	stop, err := startNode(nodeConfig{*id, *listen, *httpAddr, p, *data, *groups, *timeout, *cluster, logger})
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return nodeConfig{*id, *listen, *httpAddr, p, *data, *groups, *timeout, *cluster, logger}, nil
+}
+
+func serve(args []string) error {
+	c, err := parseServe(args, os.Stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("paxoskv node %d ready: paxos %s, http %s\n", *id, *listen, *httpAddr)
-	waitSignal()
+	sig := notifySignals()
+	defer signal.Stop(sig)
+	stop, err := startNode(c)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("paxoskv node %d ready: paxos %s, http %s\n", c.id, c.listen, c.http)
+	<-sig
+	signal.Stop(sig) // a second Ctrl-C kills at once
 	stop()
 	return nil
 }
 
-func demo(args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ExitOnError)
-	dir := fs.String("dir", "", "data directory (default: a new temporary one)")
-	groups := fs.Int("groups", 1, "Paxos groups")
-	fs.Parse(args)
+func demo(args []string) (err error) {
+	fs := flag.NewFlagSet("paxoskv demo", flag.ContinueOnError)
+	dir := fs.String("dir", "", "data directory, kept on exit (default: a new temporary one, removed on exit)")
+	groups := fs.Int("groups", 1, "Paxos groups (>= 1)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *groups < 1 {
+		return flagErrorf("--groups must be at least 1, got %d", *groups)
+	}
+	sig := notifySignals()
+	defer signal.Stop(sig)
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "paxoskv-demo-")
 		if err != nil {
 			return err
 		}
 		*dir = d
+		// Runs after the nodes are stopped below, on every return.
+		defer func() {
+			if rerr := os.RemoveAll(d); rerr != nil {
+				if err == nil {
+					err = fmt.Errorf("removing %s: %w", d, rerr)
+				}
+				return
+			}
+			fmt.Printf("paxoskv demo: removed %s\n", d)
+		}()
 	}
 	ports, err := freePorts(6)
 	if err != nil {
@@ -160,14 +250,16 @@ func demo(args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var stops []func()
+	defer func() {
+		for _, s := range stops {
+			s()
+		}
+	}()
 	for i := range 3 {
 		id := uint64(i + 1)
 		stop, err := startNode(nodeConfig{id, peers[id], fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
 			peers, filepath.Join(*dir, fmt.Sprintf("node%d", id)), *groups, 5 * time.Second, clusterID, logger})
 		if err != nil {
-			for _, s := range stops {
-				s()
-			}
 			return err
 		}
 		stops = append(stops, stop)
@@ -179,19 +271,18 @@ func demo(args []string) error {
   node 3: paxos %s, http 127.0.0.1:%d
 
 Try:
-  curl -X PUT -d hello http://127.0.0.1:%d/kv/greeting          # {"version":1}
-  curl http://127.0.0.1:%d/kv/greeting                          # read on another node
-  curl -X PUT -d bye 'http://127.0.0.1:%d/kv/greeting?version=1' # compare-and-set
-  curl -X PUT -d again 'http://127.0.0.1:%d/kv/greeting?version=1' # 409: version is 2 now
-  curl 'http://127.0.0.1:%d/kv/greeting?stale=1'                # local, possibly stale read
+  curl -X PUT --data-binary hello http://127.0.0.1:%d/kv/greeting          # {"version":1}
+  curl -i http://127.0.0.1:%d/kv/greeting                                 # raw bytes; version in X-Paxoskv-Version
+  curl -X PUT --data-binary bye 'http://127.0.0.1:%d/kv/greeting?version=1' # compare-and-set
+  curl -X PUT --data-binary again 'http://127.0.0.1:%d/kv/greeting?version=1' # 409: version is 2 now
+  curl 'http://127.0.0.1:%d/kv/greeting?stale=true'                       # local, possibly stale read
   curl -X DELETE http://127.0.0.1:%d/kv/greeting
+  curl http://127.0.0.1:%d/status
 
 Ctrl-C stops the cluster.
-`, *dir, peers[1], h1, peers[2], h2, peers[3], h3, h1, h2, h3, h1, h2, h3)
-	waitSignal()
-	for _, s := range stops {
-		s()
-	}
+`, *dir, peers[1], h1, peers[2], h2, peers[3], h3, h1, h2, h3, h1, h2, h3, h1)
+	<-sig
+	signal.Stop(sig) // a second Ctrl-C kills at once
 	return nil
 }
 
@@ -215,8 +306,9 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func waitSignal() {
+// notifySignals returns a channel that receives SIGINT and SIGTERM.
+func notifySignals() chan os.Signal {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	<-ch
+	return ch
 }

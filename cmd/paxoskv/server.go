@@ -2,17 +2,34 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/internal/kvsm"
 )
+
+const (
+	// maxValue is the largest value a PUT may store, in bytes.
+	maxValue = 1 << 20
+	// maxKey is the longest key, in bytes (after URL unescaping).
+	maxKey = 1024
+	// maxProposal is the node's MaxValueSize: an encoded op with the
+	// longest key and the largest value fits (kind, three varints).
+	maxProposal = maxValue + maxKey + 64
+)
+
+// versionHeader carries a key's version on GET answers.
+const versionHeader = "X-Paxoskv-Version"
 
 // server is the HTTP front of one paxoskv node.
 type server struct {
@@ -22,12 +39,45 @@ type server struct {
 	timeout time.Duration
 }
 
+// handler routes the API. Keys are taken literally from the path after
+// /kv/ (URL-unescaped): /kv/... is routed here rather than by a ServeMux,
+// which would redirect paths holding "//", "." or ".." segments and so
+// change the key (or turn a PUT into a GET in clients that follow
+// redirects). Every other path goes to a ServeMux whose catch-alls answer
+// JSON errors instead of the mux's plain text.
 func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /kv/{key...}", s.put)
-	mux.HandleFunc("GET /kv/{key...}", s.get)
-	mux.HandleFunc("DELETE /kv/{key...}", s.del)
-	return mux
+	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("/status", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	kvNotAllowed := methodNotAllowed("GET, HEAD, PUT, DELETE")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k, ok := strings.CutPrefix(r.URL.Path, "/kv/")
+		if !ok {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		r.SetPathValue("key", k)
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			s.get(w, r)
+		case http.MethodPut:
+			s.put(w, r)
+		case http.MethodDelete:
+			s.del(w, r)
+		default:
+			kvNotAllowed(w, r)
+		}
+	})
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+	}
 }
 
 // groupOf maps a key to its Paxos group.
@@ -37,60 +87,225 @@ func (s *server) groupOf(key string) uint64 {
 	return uint64(h.Sum32()) % uint64(s.groups)
 }
 
+// key returns the request's key, or writes a 400 and returns false.
+func key(w http.ResponseWriter, r *http.Request) (string, bool) {
+	k := r.PathValue("key")
+	switch {
+	case k == "":
+		writeError(w, http.StatusBadRequest, "empty key")
+		return "", false
+	case len(k) > maxKey:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("key too long: %d bytes, limit %d bytes", len(k), maxKey))
+		return "", false
+	}
+	return k, true
+}
+
+// query parses the request's query string and returns each allowed
+// parameter's single value, with present[name] telling whether it was
+// given. An unknown, repeated or unparsable parameter is a 400, written
+// here; then ok is false.
+func query(w http.ResponseWriter, r *http.Request, allowed ...string) (vals map[string]string, present map[string]bool, ok bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad query string: "+err.Error())
+		return nil, nil, false
+	}
+	vals, present = map[string]string{}, map[string]bool{}
+	for name, vs := range q {
+		known := false
+		for _, a := range allowed {
+			known = known || a == name
+		}
+		switch {
+		case !known:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q for %s", name, r.Method))
+			return nil, nil, false
+		case len(vs) != 1:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %q given %d times", name, len(vs)))
+			return nil, nil, false
+		}
+		vals[name], present[name] = vs[0], true
+	}
+	return vals, present, true
+}
+
 func (s *server) put(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
+	k, ok := key(w, r)
+	if !ok {
+		return
+	}
+	q, present, ok := query(w, r, "version")
+	if !ok {
+		return
+	}
+	op := kvsm.Op{Kind: kvsm.Put, Key: k}
+	if present["version"] {
+		if q["version"] == "" {
+			writeError(w, http.StatusBadRequest, "version is empty: give ?version=N for a compare-and-set, or no version parameter")
+			return
+		}
+		v, err := strconv.ParseUint(q["version"], 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("version must be an unsigned integer, got %q", q["version"]))
+			return
+		}
+		op.Kind, op.Version = kvsm.CAS, v
+	}
+	if r.ContentLength > maxValue {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value too large: %d bytes, limit %d bytes", r.ContentLength, maxValue))
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxValue+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
 	if len(body) > maxValue {
-		writeError(w, http.StatusRequestEntityTooLarge, "value too large")
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value too large: more than %d bytes, limit %d bytes", maxValue, maxValue))
 		return
 	}
-	op := kvsm.Op{Kind: kvsm.Put, Key: key, Value: string(body)}
-	if v := r.URL.Query().Get("version"); v != "" {
-		op.Kind = kvsm.CAS
-		if op.Version, err = strconv.ParseUint(v, 10, 64); err != nil {
-			writeError(w, http.StatusBadRequest, "version must be an unsigned integer")
-			return
-		}
-	}
+	op.Value = string(body)
 	res, ok := s.run(w, r, op)
 	if !ok {
 		return
 	}
 	if op.Kind == kvsm.CAS && !res.OK {
-		writeJSON(w, http.StatusConflict, map[string]any{"error": "version mismatch", "version": res.Version, "found": res.Found, "value": res.Value})
+		out := map[string]any{"error": "version mismatch", "version": res.Version, "found": res.Found}
+		if res.Found {
+			out["value_base64"] = base64.StdEncoding.EncodeToString([]byte(res.Value))
+		}
+		writeJSON(w, http.StatusConflict, out)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"version": res.Version})
 }
 
 func (s *server) get(w http.ResponseWriter, r *http.Request) {
-	key := r.PathValue("key")
-	var res kvsm.Result
-	if r.URL.Query().Get("stale") != "" {
-		e := s.sm.Lookup(s.groupOf(key), key)
-		res = kvsm.Result{OK: true, Found: e.Exists, Value: e.Value, Version: e.Version}
-	} else {
-		var ok bool
-		if res, ok = s.run(w, r, kvsm.Op{Kind: kvsm.Get, Key: key}); !ok {
+	k, ok := key(w, r)
+	if !ok {
+		return
+	}
+	q, present, ok := query(w, r, "stale")
+	if !ok {
+		return
+	}
+	stale := false
+	if present["stale"] {
+		b, err := strconv.ParseBool(q["stale"])
+		if err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("stale must be a boolean (1, t, true, 0, f, false), got %q", q["stale"]))
 			return
 		}
+		stale = b
 	}
+	var res kvsm.Result
+	if stale {
+		e := s.sm.Lookup(s.groupOf(k), k)
+		res = kvsm.Result{OK: true, Found: e.Exists, Value: e.Value, Version: e.Version}
+	} else if res, ok = s.run(w, r, kvsm.Op{Kind: kvsm.Get, Key: k}); !ok {
+		return
+	}
+	w.Header().Set(versionHeader, strconv.FormatUint(res.Version, 10))
 	if !res.Found {
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "not found", "version": res.Version})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"value": res.Value, "version": res.Version})
+	h := w.Header()
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Content-Length", strconv.Itoa(len(res.Value)))
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, res.Value)
 }
 
 func (s *server) del(w http.ResponseWriter, r *http.Request) {
-	res, ok := s.run(w, r, kvsm.Op{Kind: kvsm.Delete, Key: r.PathValue("key")})
+	k, ok := key(w, r)
+	if !ok {
+		return
+	}
+	if _, _, ok := query(w, r); !ok {
+		return
+	}
+	res, ok := s.run(w, r, kvsm.Op{Kind: kvsm.Delete, Key: k})
 	if ok {
 		writeJSON(w, http.StatusOK, map[string]any{"found": res.Found, "version": res.Version})
 	}
+}
+
+// groupStatus is paxos.GroupStatus with JSON names.
+type groupStatus struct {
+	Group         uint64 `json:"group"`
+	Leader        uint64 `json:"leader"`
+	IsLeader      bool   `json:"is_leader"`
+	BallotCounter uint64 `json:"ballot_counter"`
+	Chosen        uint64 `json:"chosen"`
+	Executed      uint64 `json:"executed"`
+	Queued        int    `json:"queued"`
+	Pending       int    `json:"pending"`
+}
+
+// nodeStats is paxos.Stats with JSON names.
+type nodeStats struct {
+	Proposals     uint64   `json:"proposals"`
+	Timeouts      uint64   `json:"timeouts"`
+	Cancelled     uint64   `json:"cancelled"`
+	Committed     uint64   `json:"committed"`
+	Syncs         uint64   `json:"syncs"`
+	MsgsSent      uint64   `json:"msgs_sent"`
+	BytesSent     uint64   `json:"bytes_sent"`
+	MsgsReceived  uint64   `json:"msgs_received"`
+	BytesReceived uint64   `json:"bytes_received"`
+	BadMessages   uint64   `json:"bad_messages"`
+	UnknownGroups uint64   `json:"unknown_groups"`
+	Env           envStats `json:"env"`
+}
+
+// envStats is env.Counters with JSON names.
+type envStats struct {
+	Fsyncs         uint64 `json:"fsyncs"`
+	SendDrops      uint64 `json:"send_drops"`
+	BadFrames      uint64 `json:"bad_frames"`
+	ForeignFrames  uint64 `json:"foreign_frames"`
+	StrangerFrames uint64 `json:"stranger_frames"`
+}
+
+// statusReply is the body of GET /status.
+type statusReply struct {
+	NodeID uint64        `json:"node_id"`
+	Groups []groupStatus `json:"groups"`
+	Stats  nodeStats     `json:"stats"`
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	if _, _, ok := query(w, r); !ok {
+		return
+	}
+	out := statusReply{NodeID: s.node.MyNodeID(), Groups: make([]groupStatus, 0, s.groups)}
+	for g := range uint64(s.groups) {
+		st, err := s.node.Status(g)
+		if err != nil {
+			writeError(w, statusOf(err), err.Error())
+			return
+		}
+		out.Groups = append(out.Groups, groupStatus{
+			Group: g, Leader: st.Leader, IsLeader: st.IsLeader, BallotCounter: st.BallotCounter,
+			Chosen: st.Chosen, Executed: st.Executed, Queued: st.Queued, Pending: st.Pending,
+		})
+	}
+	st := s.node.Stats()
+	out.Stats = nodeStats{
+		Proposals: st.Proposals, Timeouts: st.Timeouts, Cancelled: st.Cancelled,
+		Committed: st.Committed, Syncs: st.Syncs,
+		MsgsSent: st.MsgsSent, BytesSent: st.BytesSent,
+		MsgsReceived: st.MsgsReceived, BytesReceived: st.BytesReceived,
+		BadMessages: st.BadMessages, UnknownGroups: st.UnknownGroups,
+		Env: envStats{
+			Fsyncs: st.Env.Fsyncs, SendDrops: st.Env.SendDrops, BadFrames: st.Env.BadFrames,
+			ForeignFrames: st.Env.ForeignFrames, StrangerFrames: st.Env.StrangerFrames,
+		},
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // run proposes op and waits for its result; on failure it has written the
@@ -98,18 +313,30 @@ func (s *server) del(w http.ResponseWriter, r *http.Request) {
 func (s *server) run(w http.ResponseWriter, r *http.Request, op kvsm.Op) (kvsm.Result, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 	defer cancel()
-	var res kvsm.Result
-	_, err := s.node.Propose(ctx, s.groupOf(op.Key), op.Encode(), &paxos.SMCtx{SMID: kvsm.SMID, Ctx: &res})
-	if err == nil && res.Err != nil {
-		err = res.Err
-	}
+	out, err := s.node.Propose(ctx, s.groupOf(op.Key), op.Encode(), &paxos.SMCtx{SMID: kvsm.SMID})
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
-		return res, false
+		msg := err.Error()
+		if errors.Is(err, paxos.ErrValueTooLarge) {
+			msg = fmt.Sprintf("%s (value limit %d bytes)", msg, maxValue)
+		}
+		// When the client went away (context.Canceled) nobody reads
+		// this answer; writing it is harmless.
+		writeError(w, statusOf(err), msg)
+		return kvsm.Result{}, false
+	}
+	res, ok := out.Value.(kvsm.Result)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("state machine returned %T, want kvsm.Result", out.Value))
+		return kvsm.Result{}, false
+	}
+	if res.Err != nil {
+		writeError(w, statusOf(res.Err), res.Err.Error())
+		return kvsm.Result{}, false
 	}
 	return res, true
 }
 
+// statusOf maps a Propose or state machine error to an HTTP status.
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, paxos.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
@@ -118,6 +345,8 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, kvsm.ErrBadOp):
 		return http.StatusBadRequest
+	case errors.Is(err, paxos.ErrOverloaded), errors.Is(err, paxos.ErrClosed):
+		return http.StatusServiceUnavailable
 	default:
 		return http.StatusServiceUnavailable
 	}
@@ -129,6 +358,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Del("Content-Length")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
 }
