@@ -52,14 +52,9 @@ func threeNodes(sms func(id uint64) []paxos.StateMachine) ([]*paxos.Node, func()
 	if err != nil {
 		log.Fatal(err)
 	}
-	peers := map[uint64]string{}
-	for id := uint64(1); id <= 3; id++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			log.Fatal(err)
-		}
-		peers[id] = ln.Addr().String()
-		ln.Close()
+	peers, err := loopbackPeers(3)
+	if err != nil {
+		log.Fatal(err)
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	var nodes []*paxos.Node
@@ -81,6 +76,20 @@ func threeNodes(sms func(id uint64) []paxos.StateMachine) ([]*paxos.Node, func()
 		}
 		os.RemoveAll(dir)
 	}
+}
+
+// loopbackPeers gives nodes 1..n free loopback addresses.
+func loopbackPeers(n int) (map[uint64]string, error) {
+	peers := map[uint64]string{}
+	for id := range uint64(n) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		peers[id+1] = ln.Addr().String()
+		ln.Close()
+	}
+	return peers, nil
 }
 
 // waitExecuted waits until every node has executed up to instance.

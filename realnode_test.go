@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -42,14 +41,9 @@ func (c *counterSM) count() int {
 // Close, and a restart that replays the log from disk.
 func TestProductionEnv(t *testing.T) {
 	dir := t.TempDir()
-	peers := map[uint64]string{}
-	for id := uint64(1); id <= 3; id++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		peers[id] = ln.Addr().String()
-		ln.Close()
+	peers, err := loopbackPeers(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	start := func(id uint64, sms ...paxos.StateMachine) *paxos.Node {
 		n, err := real.RunNode(paxos.Options{MyNode: id, ClusterID: 7, StateMachines: sms},
@@ -184,14 +178,9 @@ func TestProductionEnv(t *testing.T) {
 // the right peer list starts again.
 func TestProductionIdentity(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "3")
-	peers := map[uint64]string{}
-	for id := uint64(1); id <= 3; id++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		peers[id] = ln.Addr().String()
-		ln.Close()
+	peers, err := loopbackPeers(3)
+	if err != nil {
+		t.Fatal(err)
 	}
 	opts := paxos.Options{MyNode: 3, ClusterID: 7, StateMachines: []paxos.StateMachine{&counterSM{id: 1}}}
 	n, err := real.RunNode(opts, real.Config{Peers: peers, DataDir: dir})

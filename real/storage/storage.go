@@ -298,11 +298,8 @@ func (s *Storage) Write(recs []*pb.Record) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return ErrClosed
-	}
-	if s.failed != nil {
-		return s.failed
+	if err := s.usableLocked(); err != nil {
+		return err
 	}
 	if len(o.kvs) > 0 {
 		s.queue = append(s.queue, o)
@@ -466,14 +463,20 @@ func (s *Storage) SetIdentity(id *pb.Identity) error {
 func (s *Storage) enter() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return ErrClosed
-	}
-	if s.failed != nil {
-		return s.failed
+	if err := s.usableLocked(); err != nil {
+		return err
 	}
 	s.loads.Add(1)
 	return nil
+}
+
+// usableLocked reports ErrClosed once Close has begun, or the sticky write
+// failure. The caller holds s.mu.
+func (s *Storage) usableLocked() error {
+	if s.closing {
+		return ErrClosed
+	}
+	return s.failed
 }
 
 // Close writes and fsyncs everything queued (calling the pending Syncs'
