@@ -239,6 +239,9 @@ func (r *run) heal() {
 	clear(r.blocked)
 	r.net = netFaults{}
 	for _, n := range r.nodes {
+		if n.up && n.env.closed {
+			r.crash(n) // closed, its process not yet ended
+		}
 		r.restart(n)
 	}
 }
