@@ -11,6 +11,7 @@ var regressions = []struct {
 }{
 	{2, 0, "a duplicated FORWARD made the leader propose one value in two instances"},
 	{776, 0, "a FORWARD delayed past the leader's restart was proposed again after it was chosen"},
+	{1430, 3, "the simulator itself: a node closed just before healing was left down (heal skipped it)"},
 }
 
 func TestSimRegressions(t *testing.T) {
