@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -102,32 +103,27 @@ func key(w http.ResponseWriter, r *http.Request) (string, bool) {
 }
 
 // query parses the request's query string and returns each allowed
-// parameter's single value, with present[name] telling whether it was
-// given. An unknown, repeated or unparsable parameter is a 400, written
+// parameter's single value, keyed by the names that were given. An unknown, repeated or unparsable parameter is a 400, written
 // here; then ok is false.
-func query(w http.ResponseWriter, r *http.Request, allowed ...string) (vals map[string]string, present map[string]bool, ok bool) {
+func query(w http.ResponseWriter, r *http.Request, allowed ...string) (vals map[string]string, ok bool) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad query string: "+err.Error())
-		return nil, nil, false
+		return nil, false
 	}
-	vals, present = map[string]string{}, map[string]bool{}
+	vals = map[string]string{}
 	for name, vs := range q {
-		known := false
-		for _, a := range allowed {
-			known = known || a == name
-		}
 		switch {
-		case !known:
+		case !slices.Contains(allowed, name):
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q for %s", name, r.Method))
-			return nil, nil, false
+			return nil, false
 		case len(vs) != 1:
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %q given %d times", name, len(vs)))
-			return nil, nil, false
+			return nil, false
 		}
-		vals[name], present[name] = vs[0], true
+		vals[name] = vs[0]
 	}
-	return vals, present, true
+	return vals, true
 }
 
 func (s *server) put(w http.ResponseWriter, r *http.Request) {
@@ -135,19 +131,19 @@ func (s *server) put(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q, present, ok := query(w, r, "version")
+	q, ok := query(w, r, "version")
 	if !ok {
 		return
 	}
 	op := kvsm.Op{Kind: kvsm.Put, Key: k}
-	if present["version"] {
-		if q["version"] == "" {
+	if version, given := q["version"]; given {
+		if version == "" {
 			writeError(w, http.StatusBadRequest, "version is empty: give ?version=N for a compare-and-set, or no version parameter")
 			return
 		}
-		v, err := strconv.ParseUint(q["version"], 10, 64)
+		v, err := strconv.ParseUint(version, 10, 64)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("version must be an unsigned integer, got %q", q["version"]))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("version must be an unsigned integer, got %q", version))
 			return
 		}
 		op.Kind, op.Version = kvsm.CAS, v
@@ -186,15 +182,15 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q, present, ok := query(w, r, "stale")
+	q, ok := query(w, r, "stale")
 	if !ok {
 		return
 	}
 	stale := false
-	if present["stale"] {
-		b, err := strconv.ParseBool(q["stale"])
+	if flag, given := q["stale"]; given {
+		b, err := strconv.ParseBool(flag)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("stale must be a boolean (1, t, true, 0, f, false), got %q", q["stale"]))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("stale must be a boolean (1, t, true, 0, f, false), got %q", flag))
 			return
 		}
 		stale = b
@@ -224,7 +220,7 @@ func (s *server) del(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, _, ok := query(w, r); !ok {
+	if _, ok := query(w, r); !ok {
 		return
 	}
 	res, ok := s.run(w, r, kvsm.Op{Kind: kvsm.Delete, Key: k})
@@ -278,7 +274,7 @@ type statusReply struct {
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
-	if _, _, ok := query(w, r); !ok {
+	if _, ok := query(w, r); !ok {
 		return
 	}
 	out := statusReply{NodeID: s.node.MyNodeID(), Groups: make([]groupStatus, 0, s.groups)}
