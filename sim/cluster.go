@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/paxoskit/paxos"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
@@ -34,6 +36,9 @@ type nodeEnv struct {
 	inc    uint64
 	closed bool // Close was called: posts are refused, as by a stopped loop
 	recv   func([]byte)
+
+	lastSent    []byte
+	lastDecoded *pb.Message
 }
 
 func (e *nodeEnv) alive() bool { return e.n.up && e.n.inc == e.inc }
@@ -77,9 +82,20 @@ func (e *nodeEnv) AfterFunc(d time.Duration, f func()) env.Timer {
 
 func (e *nodeEnv) Start(recv func([]byte)) { e.recv = recv }
 
+// Send decodes each message once for the checkers: a broadcast hands the
+// same bytes to every peer in a row.
 func (e *nodeEnv) Send(to uint64, msg []byte) {
-	e.r.noteSent(e.n, msg)
-	e.r.send(e.n.id, to, msg)
+	m := e.lastDecoded
+	if len(msg) == 0 || len(e.lastSent) != len(msg) || &e.lastSent[0] != &msg[0] {
+		m = &pb.Message{}
+		if err := proto.Unmarshal(msg, m); err != nil {
+			e.r.failCheck("invariant", "node %d sent an undecodable message: %v", e.n.id, err)
+			return
+		}
+		e.lastSent, e.lastDecoded = msg, m
+		e.r.noteSent(e.n, m)
+	}
+	e.r.send(e.n.id, to, msg, m)
 }
 
 func (e *nodeEnv) Identity() (*pb.Identity, error) { return e.n.disk.identity, nil }

@@ -20,6 +20,43 @@ type disk struct {
 	data     []byte
 	durable  int
 	identity *pb.Identity // written durably, apart from the log
+
+	// slots indexes the entry records by instance, for the checkers.
+	slots map[slot][]diskEntry
+}
+
+// diskEntry is one entry record: data[start:end].
+type diskEntry struct {
+	start, end int
+	e          *pb.Entry
+}
+
+// latest returns the last entry record of (group, instance) that lies
+// within data[:upto] and satisfies ok (nil: any), or nil.
+func (d *disk) latest(group, instance uint64, upto int, ok func(*pb.Entry) bool) *pb.Entry {
+	es := d.slots[slot{group, instance}]
+	for k := len(es) - 1; k >= 0; k-- {
+		if es[k].end <= upto && (ok == nil || ok(es[k].e)) {
+			return es[k].e
+		}
+	}
+	return nil
+}
+
+// truncate cuts data to n bytes and forgets the entries past it.
+func (d *disk) truncate(n int) {
+	d.data = d.data[:n]
+	for s, es := range d.slots {
+		k := len(es)
+		for k > 0 && es[k-1].end > n {
+			k--
+		}
+		if k == 0 {
+			delete(d.slots, s)
+		} else {
+			d.slots[s] = es[:k]
+		}
+	}
 }
 
 const frameHeader = 8 // length u32, crc32 u32
@@ -33,8 +70,16 @@ func (d *disk) write(recs []*pb.Record) error {
 		var hdr [frameHeader]byte
 		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(payload)))
 		binary.LittleEndian.PutUint32(hdr[4:], crc32.ChecksumIEEE(payload))
+		start := len(d.data)
 		d.data = append(d.data, hdr[:]...)
 		d.data = append(d.data, payload...)
+		if e := r.Entry; e != nil {
+			if d.slots == nil {
+				d.slots = map[slot][]diskEntry{}
+			}
+			s := slot{r.Group, e.Instance}
+			d.slots[s] = append(d.slots[s], diskEntry{start, len(d.data), e})
+		}
 	}
 	return nil
 }
@@ -42,7 +87,7 @@ func (d *disk) write(recs []*pb.Record) error {
 // crash drops unsynced bytes; keep of them survive (0 for a clean loss).
 func (d *disk) crash(keep int) (lost int) {
 	lost = len(d.data) - d.durable - keep
-	d.data = d.data[:d.durable+keep]
+	d.truncate(d.durable + keep)
 	return lost
 }
 
@@ -69,7 +114,7 @@ func (d *disk) open() (torn bool, err error) {
 		off += frameHeader + n
 	}
 	if off < len(d.data) {
-		d.data = d.data[:off]
+		d.truncate(off)
 		torn = true
 	}
 	d.durable = len(d.data)

@@ -1,25 +1,23 @@
 package sim
 
 import (
-	"google.golang.org/protobuf/proto"
-
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
 
 type link struct{ from, to uint64 }
 
-// send applies the network's faults to one message and schedules what is
-// left of it.
-func (r *run) send(from, to uint64, msg []byte) {
+// send applies the network's faults to one message (m is its decoded
+// form, for the checkers and the trace) and schedules what is left of it.
+func (r *run) send(from, to uint64, msg []byte, m *pb.Message) {
 	r.stats.Sent++
 	if r.blocked[link{from, to}] > 0 {
 		r.stats.PartitionDrops++
-		r.traceMsg("drop(partition)", from, to, msg)
+		r.traceMsg("drop(partition)", from, to, m)
 		return
 	}
 	if r.w.chance(r.net.drop) {
 		r.stats.Dropped++
-		r.traceMsg("drop", from, to, msg)
+		r.traceMsg("drop", from, to, m)
 		return
 	}
 	copies := 1
@@ -33,28 +31,24 @@ func (r *run) send(from, to uint64, msg []byte) {
 			r.stats.Delayed++
 			d += r.w.between(0, r.opts.LongDelay)
 		}
-		r.w.after(d, func() { r.deliver(from, to, msg) })
+		r.w.after(d, func() { r.deliver(from, to, msg, m) })
 	}
 }
 
-func (r *run) deliver(from, to uint64, msg []byte) {
+func (r *run) deliver(from, to uint64, msg []byte, m *pb.Message) {
 	n := r.nodes[to-1]
 	if !n.up || n.env.closed || r.blocked[link{from, to}] > 0 {
 		r.stats.PartitionDrops++
 		return
 	}
 	r.stats.Delivered++
-	r.traceMsg("recv", from, to, msg)
+	r.traceMsg("recv", from, to, m)
+	r.noteDelivered(n, m)
 	n.env.recv(msg)
 }
 
-func (r *run) traceMsg(what string, from, to uint64, msg []byte) {
+func (r *run) traceMsg(what string, from, to uint64, m *pb.Message) {
 	if r.w.trace == nil {
-		return
-	}
-	m := &pb.Message{}
-	if err := proto.Unmarshal(msg, m); err != nil {
-		r.w.tracef("%s %d->%d undecodable", what, from, to)
 		return
 	}
 	r.w.tracef("%s %d->%d g%d %v b=%d.%d i=%d n=%d up=%d", what, from, to, m.Group,

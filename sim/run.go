@@ -73,10 +73,14 @@ type run struct {
 
 	healAt, liveFrom, clientStop, end time.Duration
 
-	chosen   [][]*pb.Value        // per group, by instance: the oracle
-	ids      []map[valueID]uint64 // per group: instance of each proposal
-	proposed map[string]struct{}  // every value a client proposed
-	acked    []ack                // proposals reported successful
+	chosen [][]*pb.Value // per group, by instance: the oracle
+	// The direct invariant checkers' state (invariants.go).
+	ballotInc map[ballotUse]uint64
+	acceptVal map[slotBallot]*pb.Value
+	p1        map[phase1Key]*phase1
+	ids       []map[valueID]uint64 // per group: instance of each proposal
+	proposed  map[string]struct{}  // every value a client proposed
+	acked     []ack                // proposals reported successful
 }
 
 type valueID struct{ node, boot, seq uint64 }
@@ -94,6 +98,10 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		ids:      make([]map[valueID]uint64, opts.Groups),
 		proposed: map[string]struct{}{},
 		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate},
+
+		ballotInc: map[ballotUse]uint64{},
+		acceptVal: map[slotBallot]*pb.Value{},
+		p1:        map[phase1Key]*phase1{},
 	}
 	for g := range r.ids {
 		r.ids[g] = map[valueID]uint64{}
@@ -267,6 +275,7 @@ func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
 	}
 	chosen[i] = v
 	r.stats.Commits++
+	r.checkDurableQuorum(g, i, v)
 	if v.Noop {
 		return
 	}

@@ -1,8 +1,6 @@
 package sim
 
 import (
-	"google.golang.org/protobuf/proto"
-
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
@@ -20,11 +18,23 @@ type revealed struct {
 	accepted map[slot]core.Ballot
 }
 
-func (r *run) noteSent(n *simNode, msg []byte) {
-	m := &pb.Message{}
-	if proto.Unmarshal(msg, m) != nil {
-		return
+// noteSent feeds every message a node sends to the checkers that watch
+// acceptor and proposer state directly.
+func (r *run) noteSent(n *simNode, m *pb.Message) {
+	switch m.Type {
+	case pb.MsgType_MSG_PREPARE:
+		r.checkBallot(n, m)
+		r.notePrepare(n, m)
+	case pb.MsgType_MSG_ACCEPT:
+		r.checkBallot(n, m)
+		r.checkAdoption(n, m)
 	}
+	r.noteRevealed(n, m)
+}
+
+// noteRevealed records the promises and votes a message reveals, and fails
+// the run on a vote below a promise the node made.
+func (r *run) noteRevealed(n *simNode, m *pb.Message) {
 	if m.Type != pb.MsgType_MSG_PROMISE && m.Type != pb.MsgType_MSG_ACCEPTED {
 		return
 	}
