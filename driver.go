@@ -140,7 +140,7 @@ func (n *Node) publish() {
 }
 
 func (n *Node) fail(err error) {
-	if n.closed {
+	if n.closed || n.opts.hooks.Canary == core.CanaryIgnoreStorageError {
 		return
 	}
 	n.opts.Logger.Error("storage failed; stopping node", "err", err)

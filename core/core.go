@@ -11,13 +11,21 @@ import (
 // catches the breakage. It is for tests only; production leaves it zero.
 type Canary uint8
 
-// The broken variants. CanaryEarlyReply is implemented by the node runtime,
-// which sends a Ready's messages before its records are durable.
+// The broken variants. CanaryEarlyReply and CanaryIgnoreStorageError are
+// implemented by the node runtime, CanaryUseCorrupt by the simulator's
+// disk; the others here.
 const (
-	CanaryNone          Canary = iota
-	CanaryIgnorePromise        // acceptors accept ballots below their promise
-	CanaryNoAdopt              // a new leader ignores values accepted in phase 1
-	CanaryEarlyReply           // messages leave before their records are synced
+	CanaryNone               Canary = iota
+	CanaryIgnorePromise             // acceptors accept ballots below their promise
+	CanaryNoAdopt                   // a new leader ignores values accepted in phase 1
+	CanaryEarlyReply                // messages leave before their records are synced
+	CanaryEarlySelfVote             // a leader counts its own vote before its record is durable
+	CanaryEarlyPrepare              // a prepare leaves before the proposer's own promise is durable
+	CanaryQuorumAll                 // a value needs every member's vote, not a majority's
+	CanaryStaleForward              // a leader takes forwards addressed to an earlier ballot
+	CanaryIgnoreStorageError        // the runtime goes on after a storage write or sync failed
+	CanaryUseCorrupt                // storage hands out records that fail their checksum
+	CanaryLast               = CanaryUseCorrupt
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes
@@ -208,9 +216,13 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 		return nil, fmt.Errorf("%w: duplicate peers %v", ErrInvalidConfig, cfg.Peers)
 	}
 	cfg.Peers = peers
+	quorum := len(peers)/2 + 1
+	if cfg.Canary == CanaryQuorumAll {
+		quorum = len(peers)
+	}
 	c := &Core{
 		cfg:      cfg,
-		quorum:   len(peers)/2 + 1,
+		quorum:   quorum,
 		log:      map[uint64]*pb.Entry{},
 		inflight: map[uint64]*inflight{},
 		bound:    map[uint64]*pb.Value{},
@@ -525,7 +537,7 @@ func (c *Core) send(m *pb.Message) {
 	m.Group = c.cfg.Group
 	m.ChosenUpto = c.chosenUpto
 	if m.To == c.cfg.ID {
-		if m.Type == pb.MsgType_MSG_ACCEPTED {
+		if m.Type == pb.MsgType_MSG_ACCEPTED && c.cfg.Canary != CanaryEarlySelfVote {
 			// Our own vote counts only once its record is durable: it is
 			// delivered by the Advance after the Ready that persists it.
 			c.selfVotes = append(c.selfVotes, m)
@@ -536,7 +548,8 @@ func (c *Core) send(m *pb.Message) {
 	}
 	// A forward carries proposal ids with this incarnation's boot; they are
 	// unique only once the boot is durable.
-	if early(m.Type) && (m.Type != pb.MsgType_MSG_FORWARD || c.bootSaved) {
+	earlyPrepare := m.Type == pb.MsgType_MSG_PREPARE && c.cfg.Canary == CanaryEarlyPrepare
+	if (early(m.Type) || earlyPrepare) && (m.Type != pb.MsgType_MSG_FORWARD || c.bootSaved) {
 		c.early = append(c.early, m)
 		return
 	}

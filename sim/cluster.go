@@ -2,12 +2,15 @@ package sim
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
 	"github.com/paxoskit/paxos/internal/kvsm"
@@ -39,6 +42,7 @@ type nodeEnv struct {
 
 	lastSent    []byte
 	lastDecoded *pb.Message
+	failed      bool // an injected storage failure hit this incarnation
 }
 
 func (e *nodeEnv) alive() bool { return e.n.up && e.n.inc == e.inc }
@@ -85,6 +89,7 @@ func (e *nodeEnv) Start(recv func([]byte)) { e.recv = recv }
 // Send decodes each message once for the checkers: a broadcast hands the
 // same bytes to every peer in a row.
 func (e *nodeEnv) Send(to uint64, msg []byte) {
+	e.checkStopped("sent a message")
 	m := e.lastDecoded
 	if len(msg) == 0 || len(e.lastSent) != len(msg) || &e.lastSent[0] != &msg[0] {
 		m = &pb.Message{}
@@ -107,19 +112,66 @@ func (e *nodeEnv) SetIdentity(id *pb.Identity) error {
 
 func (e *nodeEnv) Load(group uint64) ([]*pb.Record, error) { return e.n.disk.load(group) }
 
-func (e *nodeEnv) Write(recs []*pb.Record) error { return e.n.disk.write(recs) }
+// errInjected is the storage failure the simulator injects.
+var errInjected = errors.New("sim: injected storage failure")
+
+func (e *nodeEnv) Write(recs []*pb.Record) error {
+	e.checkStopped("wrote")
+	if e.r.w.chance(e.r.disks.writeErr) {
+		e.storageFailed("write")
+		return errInjected
+	}
+	return e.n.disk.write(recs)
+}
 
 func (e *nodeEnv) Sync(done func(error)) {
+	e.checkStopped("synced")
 	upto := len(e.n.disk.data)
+	fail := e.r.w.chance(e.r.disks.syncErr)
 	e.n.syncing++
 	e.r.w.after(e.r.w.between(e.r.opts.SyncLatency/10, e.r.opts.SyncLatency), func() {
-		if e.alive() {
-			e.n.syncing--
-			e.r.stats.Syncs++
-			e.n.disk.durable = max(e.n.disk.durable, upto)
-			done(nil)
+		if !e.alive() {
+			return
 		}
+		e.n.syncing--
+		if fail {
+			e.storageFailed("sync")
+			done(errInjected)
+			return
+		}
+		e.r.stats.Syncs++
+		e.n.disk.durable = max(e.n.disk.durable, upto)
+		done(nil)
 	})
+}
+
+// storageFailed notes an injected failure: from now on this incarnation
+// must do nothing (the runtime stops with ErrStorage), and a supervisor
+// restarts its process a little later.
+func (e *nodeEnv) storageFailed(what string) {
+	r, n := e.r, e.n
+	r.stats.StorageErrors++
+	e.failed = true
+	r.w.tracef("n%d storage %s failed (injected)", n.id, what)
+	r.w.after(r.w.between(time.Millisecond, 50*time.Millisecond), func() {
+		if !e.alive() {
+			return
+		}
+		r.crash(n)
+		r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
+			if r.w.now < r.healAt {
+				r.restart(n)
+			}
+		})
+	})
+}
+
+// checkStopped fails the run if the incarnation acts after its storage
+// failed.
+func (e *nodeEnv) checkStopped(what string) {
+	if e.failed {
+		e.r.failCheck("storage", "node %d %s after a storage failure: it must stop with ErrStorage", e.n.id, what)
+	}
 }
 
 func (e *nodeEnv) close() error {
@@ -134,12 +186,7 @@ func (r *run) start(n *simNode) {
 	n.inc++
 	n.up = true
 	n.syncing = 0
-	torn, err := n.disk.open()
-	if err != nil {
-		r.failf("node %d: storage: %v", n.id, err)
-		return
-	}
-	if torn {
+	if torn := n.disk.open(r.opts.Canary == core.CanaryUseCorrupt); torn {
 		r.stats.TornWrites++
 	}
 	n.sm = kvsm.New()
@@ -158,12 +205,60 @@ func (r *run) start(n *simNode) {
 		r.tryMisconfigured(n, opts)
 	}
 	node, err := paxos.RunNode(opts)
+	if n.disk.corruptAt >= 0 {
+		r.checkRefusedCorrupt(n, node, err)
+		return
+	}
 	if err != nil {
 		r.failf("node %d: restart: %v", n.id, err)
 		return
 	}
 	n.env = e
 	n.node = node
+}
+
+// checkRefusedCorrupt runs after a start on a disk with a flipped bit: the
+// start must have failed with ErrStorage naming the damaged record. The
+// block is then restored and the node started again.
+func (r *run) checkRefusedCorrupt(n *simNode, node *paxos.Node, err error) {
+	rec := fmt.Sprintf("offset %d ", n.disk.corruptRecord)
+	switch {
+	case err == nil:
+		r.failCheck("corruption", "node %d started on a disk whose record at offset %d has a flipped bit", n.id, n.disk.corruptRecord)
+		return
+	case !errors.Is(err, paxos.ErrStorage) || !strings.Contains(err.Error(), rec):
+		r.failCheck("corruption", "node %d on a disk with a flipped bit at record offset %d: error %v, want ErrStorage naming the record", n.id, n.disk.corruptRecord, err)
+		return
+	}
+	r.stats.CorruptionsFound++
+	r.w.tracef("n%d refused its corrupt disk: %v", n.id, err)
+	n.up = false
+	n.disk.repair()
+	r.w.after(r.w.between(time.Millisecond, 100*time.Millisecond), func() { r.restart(n) })
+}
+
+// corrupt flips a bit in a synced record of a node that is down: an entry,
+// a hard state or the last synced record.
+func (r *run) corrupt(n *simNode) {
+	offs := n.disk.records()
+	if len(offs) == 0 {
+		return
+	}
+	var pick []int
+	switch r.w.rng.IntN(3) {
+	case 0:
+		pick = n.disk.recordsOf(offs, true)
+	case 1:
+		pick = n.disk.recordsOf(offs, false)
+	}
+	if len(pick) == 0 {
+		pick = offs[len(offs)-1:]
+	}
+	off := pick[r.w.rng.IntN(len(pick))]
+	n.disk.flip(off, r.w.rng.IntN(1<<20))
+	n.disk.corruptRecord = off
+	r.stats.Corruptions++
+	r.w.tracef("n%d disk: flipped a bit in the record at offset %d", n.id, off)
 }
 
 func (r *run) crash(n *simNode) {
@@ -176,6 +271,9 @@ func (r *run) crash(n *simNode) {
 	}
 	r.stats.LostBytes += uint64(n.disk.crash(keep))
 	r.checkDurable(n)
+	if n.disk.corruptAt < 0 && r.w.chance(r.disks.corrupt) {
+		r.corrupt(n)
+	}
 	n.up = false
 	n.node = nil
 	r.stats.Crashes++

@@ -23,6 +23,11 @@ type disk struct {
 
 	// slots indexes the entry records by instance, for the checkers.
 	slots map[slot][]diskEntry
+
+	bad           error // corruption open found in the synced prefix
+	corruptAt     int   // offset of a flipped byte, -1 if none (set by the corruption fault)
+	corruptBit    byte
+	corruptRecord int // start of the record holding it
 }
 
 // diskEntry is one entry record: data[start:end].
@@ -36,7 +41,8 @@ type diskEntry struct {
 func (d *disk) latest(group, instance uint64, upto int, ok func(*pb.Entry) bool) *pb.Entry {
 	es := d.slots[slot{group, instance}]
 	for k := len(es) - 1; k >= 0; k-- {
-		if es[k].end <= upto && (ok == nil || ok(es[k].e)) {
+		broken := d.corruptAt >= es[k].start && d.corruptAt < es[k].end
+		if es[k].end <= upto && !broken && (ok == nil || ok(es[k].e)) {
 			return es[k].e
 		}
 	}
@@ -91,38 +97,92 @@ func (d *disk) crash(keep int) (lost int) {
 	return lost
 }
 
-// open scans the log the way a restarting node would: a torn last record
-// is cut off, a bad record followed by more data is corruption.
-func (d *disk) open() (torn bool, err error) {
+// open scans the log the way a restarting node would. The disk keeps the
+// length of its synced prefix apart from the log (as a superblock written
+// by each sync would), so a record that fails its checksum is told apart:
+// past the synced prefix it is a torn write, and the log is cut there;
+// inside it, it is corruption, which Load reports, naming the record. With
+// useCorrupt (a canary) checksums inside the synced prefix are ignored.
+func (d *disk) open(useCorrupt bool) (torn bool) {
+	d.bad = nil
 	off := 0
-	for off < len(d.data) {
+	for k := 0; off < len(d.data); k++ {
 		rest := len(d.data) - off
 		if rest < frameHeader {
 			break
 		}
 		n := int(binary.LittleEndian.Uint32(d.data[off:]))
+		end := off + frameHeader + n
 		if rest < frameHeader+n {
+			if off < d.durable && d.bad == nil {
+				d.bad = fmt.Errorf("%w: record %d at offset %d claims %d bytes past the end of the synced log", errCorrupt, k, off, n)
+			}
 			break
 		}
 		sum := binary.LittleEndian.Uint32(d.data[off+4:])
-		if crc32.ChecksumIEEE(d.data[off+frameHeader:off+frameHeader+n]) != sum {
-			if off+frameHeader+n == len(d.data) {
-				break
+		if crc32.ChecksumIEEE(d.data[off+frameHeader:end]) != sum {
+			if end > d.durable {
+				break // torn: written but never synced
 			}
-			return false, fmt.Errorf("%w at offset %d", errCorrupt, off)
+			if d.bad == nil && !useCorrupt {
+				d.bad = fmt.Errorf("%w: record %d at offset %d (%d bytes) fails its checksum", errCorrupt, k, off, n)
+			}
 		}
-		off += frameHeader + n
+		off = end
 	}
 	if off < len(d.data) {
 		d.truncate(off)
 		torn = true
 	}
 	d.durable = len(d.data)
-	return torn, nil
+	return torn
+}
+
+// flip corrupts one bit of the payload of the record that starts at off.
+func (d *disk) flip(off, bit int) {
+	n := max(int(binary.LittleEndian.Uint32(d.data[off:])), 1)
+	at := off + frameHeader + bit/8%n
+	d.data[at] ^= 1 << (bit % 8)
+	d.corruptAt, d.corruptBit = at, 1<<(bit%8)
+}
+
+// repair undoes flip, as restoring the damaged block from a backup would.
+func (d *disk) repair() {
+	if d.corruptAt >= 0 {
+		d.data[d.corruptAt] ^= d.corruptBit
+	}
+	d.corruptAt, d.corruptBit = -1, 0
+}
+
+// recordsOf returns those of offs whose record is an entry (entries) or a
+// hard state (!entries).
+func (d *disk) recordsOf(offs []int, entries bool) []int {
+	var out []int
+	for _, off := range offs {
+		n := int(binary.LittleEndian.Uint32(d.data[off:]))
+		r := &pb.Record{}
+		if proto.Unmarshal(d.data[off+frameHeader:off+frameHeader+n], r) == nil && (r.Entry != nil) == entries {
+			out = append(out, off)
+		}
+	}
+	return out
+}
+
+// records returns the start offsets of the synced records.
+func (d *disk) records() []int {
+	var offs []int
+	for off := 0; off+frameHeader <= d.durable; {
+		offs = append(offs, off)
+		off += frameHeader + int(binary.LittleEndian.Uint32(d.data[off:]))
+	}
+	return offs
 }
 
 // load returns the records of group, in write order.
 func (d *disk) load(group uint64) ([]*pb.Record, error) {
+	if d.bad != nil {
+		return nil, d.bad
+	}
 	var out []*pb.Record
 	for off := 0; off+frameHeader <= len(d.data); {
 		n := int(binary.LittleEndian.Uint32(d.data[off:]))

@@ -36,6 +36,14 @@ type Options struct {
 	MaxDown       time.Duration
 	SyncLatency   time.Duration // upper bound of one fsync
 
+	// Storage faults: a Write or Sync that fails (the node must stop with
+	// ErrStorage and is restarted), and a bit flipped in a synced record
+	// while a node is down (its restart must refuse the disk; the damaged
+	// block is then restored and the node restarted).
+	WriteErrorRate float64 // per Write
+	SyncErrorRate  float64 // per Sync
+	CorruptRate    float64 // per crash
+
 	SafetyTime   time.Duration // faults on
 	SettleTime   time.Duration // after healing, before liveness is demanded
 	LivenessTime time.Duration // clients must succeed
@@ -62,7 +70,7 @@ func Derive(seed uint64, nodes, groups int) Options {
 	if groups == 0 {
 		groups = drawnGroups
 	}
-	return Options{
+	o := Options{
 		Seed:          seed,
 		Nodes:         nodes,
 		Groups:        groups,
@@ -87,6 +95,11 @@ func Derive(seed uint64, nodes, groups int) Options {
 		LivenessTime:  3 * time.Second,
 		DrainTime:     3 * time.Second,
 	}
+	// Drawn after the options above, so adding these kept their values.
+	o.WriteErrorRate = some(0.7, 0.004)
+	o.SyncErrorRate = some(0.7, 0.004)
+	o.CorruptRate = some(0.6, 0.6)
+	return o
 }
 
 func (o Options) String() string {
@@ -96,6 +109,7 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, "  net: drop=%.3f dup=%.3f reorder=%.3f delay=%v..%v long=%v partitions=%.2f/s\n",
 		o.DropRate, o.DupRate, o.ReorderRate, o.MinDelay, o.MaxDelay, o.LongDelay, o.PartitionRate)
 	fmt.Fprintf(&b, "  nodes: crashes=%.2f/s torn=%.2f maxdown=%v sync<=%v\n", o.CrashRate, o.TornRate, o.MaxDown, o.SyncLatency)
+	fmt.Fprintf(&b, "  storage: write-errors=%.4f sync-errors=%.4f corrupt=%.2f/crash\n", o.WriteErrorRate, o.SyncErrorRate, o.CorruptRate)
 	fmt.Fprintf(&b, "  phases: safety=%v settle=%v liveness=%v drain=%v", o.SafetyTime, o.SettleTime, o.LivenessTime, o.DrainTime)
 	if o.Canary != core.CanaryNone {
 		fmt.Fprintf(&b, " canary=%d", o.Canary)

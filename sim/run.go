@@ -25,6 +25,7 @@ type Stats struct {
 	PartitionDrops, Partitions                    uint64
 	Crashes, PowerCuts, Restarts, TornWrites      uint64
 	Closes, Misconfigured                         uint64
+	StorageErrors, Corruptions, CorruptionsFound  uint64
 	LostBytes                                     uint64
 	Syncs, Commits, Batches                       uint64
 	Ops, OpsOK, OpsUnknown                        uint64
@@ -59,12 +60,15 @@ func (v *Violation) Error() string { return v.Check + ": " + v.Msg }
 
 type netFaults struct{ drop, dup, reorder float64 }
 
+type diskFaults struct{ writeErr, syncErr, corrupt float64 }
+
 // run is the state of one simulated run.
 type run struct {
 	opts    Options
 	w       *world
 	nodes   []*simNode
 	net     netFaults
+	disks   diskFaults
 	blocked map[link]int
 	clients []*client
 	rec     *linearizability.Recorder
@@ -98,6 +102,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		ids:      make([]map[valueID]uint64, opts.Groups),
 		proposed: map[string]struct{}{},
 		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate},
+		disks:    diskFaults{opts.WriteErrorRate, opts.SyncErrorRate, opts.CorruptRate},
 
 		ballotInc: map[ballotUse]uint64{},
 		acceptVal: map[slotBallot]*pb.Value{},
@@ -121,7 +126,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	}()
 	r.w.tracef("options %s", opts)
 	for i := range opts.Nodes {
-		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1)})
+		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1), disk: disk{corruptAt: -1}})
 	}
 	for _, n := range r.nodes {
 		r.start(n)
@@ -246,9 +251,10 @@ func (r *run) heal() {
 	r.w.tracef("heal all")
 	clear(r.blocked)
 	r.net = netFaults{}
+	r.disks = diskFaults{}
 	for _, n := range r.nodes {
-		if n.up && n.env.closed {
-			r.crash(n) // closed, its process not yet ended
+		if n.up && (n.env.closed || n.env.failed) {
+			r.crash(n) // closed or failed, its process not yet ended
 		}
 		r.restart(n)
 	}

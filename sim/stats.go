@@ -17,6 +17,9 @@ func (s *Stats) Add(o Stats) {
 	s.Restarts += o.Restarts
 	s.Closes += o.Closes
 	s.Misconfigured += o.Misconfigured
+	s.StorageErrors += o.StorageErrors
+	s.Corruptions += o.Corruptions
+	s.CorruptionsFound += o.CorruptionsFound
 	s.TornWrites += o.TornWrites
 	s.LostBytes += o.LostBytes
 	s.Syncs += o.Syncs
@@ -29,7 +32,7 @@ func (s *Stats) Add(o Stats) {
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d",
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d storage-errors=%d corruptions=%d corruptions-refused=%d",
 		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Batches, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
-		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.Closes, s.Misconfigured, s.TornWrites, s.LostBytes, s.Syncs)
+		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.Closes, s.Misconfigured, s.TornWrites, s.LostBytes, s.Syncs, s.StorageErrors, s.Corruptions, s.CorruptionsFound)
 }

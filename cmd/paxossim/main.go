@@ -59,8 +59,8 @@ func (c *common) check() error {
 		return fmt.Errorf("--nodes %d: want 1 to 9 (or 0 to draw 3 or 5)", c.nodes)
 	case c.groups < 0 || c.groups > 64:
 		return fmt.Errorf("--groups %d: want 1 to 64 (or 0 to draw 1 or 2)", c.groups)
-	case c.canary < 0 || c.canary > int(core.CanaryEarlyReply):
-		return fmt.Errorf("--canary %d: want 0 to %d", c.canary, core.CanaryEarlyReply)
+	case c.canary < 0 || c.canary > int(core.CanaryLast):
+		return fmt.Errorf("--canary %d: want 0 to %d", c.canary, core.CanaryLast)
 	}
 	return nil
 }
