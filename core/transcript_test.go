@@ -54,7 +54,8 @@ import (
 //	                         until the node has nothing left
 //	stabilize [quiet=true]   process every node and deliver everything in
 //	                         flight, until nothing moves (no ticks); quiet
-//	                         prints only executed values and errors
+//	                         prints only executed values, violations and
+//	                         Step errors
 //	deliver|drop|dup|hold [from=F] [to=T] [type=ACCEPT] [n=K]
 //	                         the first K (default all) in-flight messages
 //	                         that match, in FIFO order: step them into the
@@ -62,6 +63,11 @@ import (
 //	                         or set them aside (delayed: stabilize and
 //	                         deliver do not see them)
 //	release                  put the held messages back, at the end
+//	block [from=F] [to=T] [type=T1,T2]
+//	                         from now on, drop the matching messages as they
+//	                         enter the network (a lossy link); type takes a
+//	                         list here and in deliver, drop, dup and hold
+//	unblock                  remove every block
 //	crash node=N             the core is lost with its unsynced records and
 //	                         in-progress Ready; messages to it are dropped
 //	restart node=N           core.New from the durable records
@@ -70,13 +76,22 @@ import (
 //	disk node=N              the durable and unsynced records
 //	network                  the messages in flight, then the held ones
 //
+// A command with nothing to say prints "ok". A script that misuses the
+// harness (unknown command or argument, a node that is down, advance before
+// the Ready's records are written, or synced when MustSync) fails the test
+// at its line instead.
+//
 // Messages print as `1->2 ACCEPT b=1.1 entries=[3:b1.1 "x"] up=2`
-// (b= ballot counter.node, i= instance, up= the sender's chosen prefix);
-// `1->*` is a broadcast as the core emits it, which enters the network as
-// one copy per other member. Entries print as instance:ballot value, with
+// (b= ballot counter.node, i= instance, up= the sender's chosen prefix,
+// of= the refused type of a REJECT); `1->*` is a broadcast as the core
+// emits it, which enters the network as one copy per other member. Messages
+// to self never leave the core. Entries print as instance:ballot value, with
 // `chosen` for chosen records and `chosen-by-ballot` for a chosen notice
-// without data. Executing a value checks agreement across nodes and that no
-// proposal executes at two instances; a violation prints a line saying so.
+// without data; values as "data" or noop. A message delivered to a crashed
+// node is lost. Executing a value checks that it follows the node's last
+// executed instance, agrees with what other nodes executed there and is not
+// a proposal the node executed at another instance; a violation prints a
+// GAP, AGREEMENT VIOLATED or DUPLICATE line.
 
 var rewriteTranscripts = flag.Bool("rewrite", false, "rewrite core/testdata/*.txt with the actual output")
 
@@ -206,6 +221,8 @@ type trHarness struct {
 	nodes []*trNode
 	net   []*pb.Message // in flight, FIFO
 	held  []*pb.Message // delayed: out of the network until release
+	// blocks drop the messages they match as they enter the network.
+	blocks []trFilter
 	// chosen holds the first value executed at each instance anywhere.
 	chosen map[uint64]*pb.Value
 }
@@ -282,8 +299,8 @@ func (h *trHarness) run(cmd string) []string {
 	a := &trArgs{h: h, kv: map[string]string{}, used: map[string]bool{}}
 	for _, kv := range f[1:] {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok {
-			h.fatalf("argument %q is not key=value", kv)
+		if _, dup := a.kv[k]; !ok || dup {
+			h.fatalf("argument %q is not a new key=value", kv)
 		}
 		a.kv[k] = v
 	}
@@ -296,7 +313,11 @@ func (h *trHarness) run(cmd string) []string {
 		out = h.cluster(a)
 	case "propose":
 		nd := a.node(false)
-		seq, ok := nd.core.Propose(0, []byte(a.str("value", "")))
+		v := a.str("value", "")
+		if v == "" {
+			h.fatalf("propose needs value=")
+		}
+		seq, ok := nd.core.Propose(0, []byte(v))
 		if ok {
 			out = append(out, fmt.Sprintf("seq=%d", seq))
 		} else {
@@ -337,11 +358,15 @@ func (h *trHarness) run(cmd string) []string {
 			// Only what was executed, and anything that went wrong.
 			out = slices.DeleteFunc(out, func(l string) bool {
 				_, rest, _ := strings.Cut(l, ": ")
-				return !strings.HasPrefix(rest, "exec ") && !strings.HasPrefix(rest, "  ") && !strings.HasPrefix(l, "  ")
+				return !strings.HasPrefix(rest, "exec ") && !strings.HasPrefix(rest, "  ") && !strings.HasPrefix(l, "  error: ")
 			})
 		}
 	case "deliver", "drop", "dup", "hold":
 		out = h.network(f[0], a)
+	case "block":
+		h.blocks = append(h.blocks, h.filter(a))
+	case "unblock":
+		h.blocks = nil
 	case "release":
 		for _, m := range h.held {
 			out = append(out, "released "+trMsg(m))
@@ -421,6 +446,9 @@ func (h *trHarness) pick(nd *trNode) []*trNode {
 
 func (h *trHarness) cluster(a *trArgs) []string {
 	n := a.int("nodes", 3)
+	if n < 1 {
+		h.fatalf("cluster needs nodes >= 1")
+	}
 	h.cfg = core.Config{
 		Window:         a.int("window", 0),
 		ElectionTicks:  a.int("election", 0),
@@ -433,7 +461,7 @@ func (h *trHarness) cluster(a *trArgs) []string {
 	for i := 1; i <= n; i++ {
 		h.cfg.Peers = append(h.cfg.Peers, uint64(i))
 	}
-	h.nodes, h.net, h.held, h.chosen = nil, nil, nil, map[uint64]*pb.Value{}
+	h.nodes, h.net, h.held, h.blocks, h.chosen = nil, nil, nil, nil, map[uint64]*pb.Value{}
 	for _, id := range h.cfg.Peers {
 		nd := &trNode{id: id}
 		h.nodes = append(h.nodes, nd)
@@ -451,9 +479,7 @@ func (h *trHarness) start(nd *trNode) {
 	cfg := h.cfg
 	cfg.ID = nd.id
 	cfg.Peers = slices.Clone(h.cfg.Peers)
-	var recs []*pb.Record
-	recs = append(recs, nd.durable...)
-	hs, entries := core.SplitRecords(recs)
+	hs, entries := core.SplitRecords(nd.durable)
 	c, err := core.New(cfg, hs, entries)
 	if err != nil {
 		h.fatalf("node %d: New from %d durable records: %v", nd.id, len(nd.durable), err)
@@ -588,14 +614,20 @@ func (h *trHarness) send(nd *trNode, m *pb.Message) {
 	if m.From != nd.id || m.To == nd.id {
 		h.fatalf("node %d sent a misaddressed message %s", nd.id, trMsg(m))
 	}
+	var copies []*pb.Message
 	if m.To != 0 {
-		h.net = append(h.net, proto.Clone(m).(*pb.Message))
-		return
+		copies = append(copies, proto.Clone(m).(*pb.Message))
+	} else {
+		for _, p := range nd.core.Members() {
+			if p != nd.id {
+				c := proto.Clone(m).(*pb.Message)
+				c.To = p
+				copies = append(copies, c)
+			}
+		}
 	}
-	for _, p := range nd.core.Members() {
-		if p != nd.id {
-			c := proto.Clone(m).(*pb.Message)
-			c.To = p
+	for _, c := range copies {
+		if !slices.ContainsFunc(h.blocks, func(f trFilter) bool { return f.match(c) }) {
 			h.net = append(h.net, c)
 		}
 	}
@@ -620,18 +652,36 @@ func (h *trHarness) deliver(m *pb.Message) []string {
 	return out
 }
 
-func (h *trHarness) network(op string, a *trArgs) []string {
-	from, to, n := a.int("from", 0), a.int("to", 0), a.int("n", 0)
-	typ := a.str("type", "")
-	if typ != "" {
-		if _, ok := pb.MsgType_value["MSG_"+typ]; !ok {
-			h.fatalf("no message type %q", typ)
+// trFilter selects messages: zero fields match anything; types is a
+// comma-separated list of type names without MSG_.
+type trFilter struct {
+	from, to uint64
+	types    []string
+}
+
+func (h *trHarness) filter(a *trArgs) trFilter {
+	f := trFilter{from: uint64(a.int("from", 0)), to: uint64(a.int("to", 0))}
+	if typ := a.str("type", ""); typ != "" {
+		for _, t := range strings.Split(typ, ",") {
+			if _, ok := pb.MsgType_value["MSG_"+t]; !ok {
+				h.fatalf("no message type %q", t)
+			}
+			f.types = append(f.types, "MSG_"+t)
 		}
 	}
+	return f
+}
+
+func (f trFilter) match(m *pb.Message) bool {
+	return (f.from == 0 || m.From == f.from) && (f.to == 0 || m.To == f.to) &&
+		(f.types == nil || slices.Contains(f.types, m.Type.String()))
+}
+
+func (h *trHarness) network(op string, a *trArgs) []string {
+	f, n := h.filter(a), a.int("n", 0)
 	var hit, rest []*pb.Message
 	for _, m := range h.net {
-		if (n == 0 || len(hit) < n) && (from == 0 || m.From == uint64(from)) && (to == 0 || m.To == uint64(to)) &&
-			(typ == "" || m.Type.String() == "MSG_"+typ) {
+		if (n == 0 || len(hit) < n) && f.match(m) {
 			hit = append(hit, m)
 		} else {
 			rest = append(rest, m)
