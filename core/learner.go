@@ -81,7 +81,12 @@ func (c *Core) tickLearner() {
 	} else if c.maxKnown > c.chosenUpto || len(c.bound) > 0 {
 		c.stuckTicks++
 	}
-	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && c.leader == 0 && c.backoff == 0 {
+	// A hole no leader fills, or a value this node bound to an instance as
+	// leader that nobody decides (it lost leadership to a node whose phase-1
+	// quorum did not see that instance, and no new value reaches it): run
+	// phase 1, which decides the instance either way.
+	stuck := c.leader == 0 || len(c.bound) > 0
+	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && stuck && c.backoff == 0 {
 		c.stuckTicks = 0
 		c.startPrepare()
 	}

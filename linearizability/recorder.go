@@ -17,6 +17,8 @@ const (
 	pending  opState = iota // invoked, no outcome yet
 	returned                // known outcome
 	unknown                 // outcome explicitly unknown
+	absent                  // known never to have taken effect: left out
+	effected                // took effect with a known result, at an unknown time
 )
 
 type record struct {
@@ -86,6 +88,36 @@ func (r *Recorder) Unknown(id int) {
 	r.ops[id].state = unknown
 }
 
+// Absent records that operation id, pending or of unknown outcome, is
+// known never to have taken effect (the simulator knows every value that
+// was chosen). Such an operation is left out of the history, which is
+// what linearizability allows for an operation that never took effect;
+// it saves the checker from trying every place an open-ended operation
+// could go. Operations with a known outcome are not changed.
+func (r *Recorder) Absent(id int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id < 0 || id >= len(r.ops) || r.ops[id].state == returned {
+		return
+	}
+	r.ops[id].state = absent
+}
+
+// Effected records that operation id, pending or of unknown outcome, took
+// effect with result res at some time after its call (the simulator
+// replays the chosen log, so it knows the result even when the client
+// never heard it). The operation stays open-ended in time but its output
+// is checked, which both strengthens the check and prunes the search.
+func (r *Recorder) Effected(id int, res kvsm.Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id < 0 || id >= len(r.ops) || r.ops[id].state == returned {
+		return
+	}
+	r.ops[id].res = res
+	r.ops[id].state = effected
+}
+
 // Len returns the number of operations invoked so far.
 func (r *Recorder) Len() int {
 	r.mu.Lock()
@@ -106,23 +138,31 @@ func (r *Recorder) Operations() []porcupine.Operation {
 func (r *Recorder) snapshot() (ops []porcupine.Operation, unknowns int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ops = make([]porcupine.Operation, len(r.ops))
+	ops = make([]porcupine.Operation, 0, len(r.ops))
 	for i, rec := range r.ops {
+		if rec.state == absent {
+			continue
+		}
 		op := porcupine.Operation{
 			ClientId: rec.client,
 			Input:    rec.op,
 			Call:     rec.call,
 			Metadata: i,
 		}
-		if rec.state == returned {
+		switch rec.state {
+		case returned:
 			op.Output = Output{Result: rec.res}
 			op.Return = rec.ret
-		} else {
+		case effected:
+			op.Output = Output{Result: rec.res}
+			op.Return = math.MaxInt64
+			unknowns++
+		default:
 			op.Output = Output{Result: rec.res, Unknown: true}
 			op.Return = math.MaxInt64
 			unknowns++
 		}
-		ops[i] = op
+		ops = append(ops, op)
 	}
 	return ops, unknowns
 }

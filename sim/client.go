@@ -32,7 +32,7 @@ func (c *client) issue() {
 	}
 	var up []*simNode
 	for _, n := range r.nodes {
-		if n.up {
+		if r.serving(n) {
 			up = append(up, n)
 		}
 	}
@@ -52,14 +52,20 @@ func (c *client) issue() {
 	case p < 65:
 		op.Kind, op.Value = kvsm.Get, fmt.Sprintf("c%d.%d", c.id, c.seq)
 	case p < 75:
-		op.Kind = kvsm.Delete
+		op.Kind, op.Value = kvsm.Delete, fmt.Sprintf("c%d.%d", c.id, c.seq) // the value only makes the op unique
 	default:
 		op.Kind, op.Value, op.Version = kvsm.CAS, fmt.Sprintf("c%d.%d", c.id, c.seq), c.versions[key]
 	}
 	data := op.Encode()
+	if _, dup := r.proposed[string(data)]; dup {
+		// The checkers tell operations apart by their bytes.
+		r.failf("client %d: operation %v encodes like an earlier one", c.id, op)
+		return
+	}
 	r.proposed[string(data)] = struct{}{}
 	invoked := r.w.now
 	id := r.rec.Invoke(c.id, op, int64(invoked))
+	r.open[id] = string(data)
 	r.stats.Ops++
 	r.w.tracef("client %d -> n%d %v", c.id, n.id, op)
 	done := false
@@ -77,6 +83,7 @@ func (c *client) issue() {
 			}
 		} else {
 			res, _ := out.Value.(kvsm.Result)
+			delete(r.open, id)
 			r.stats.OpsOK++
 			r.rec.Return(id, res, int64(r.w.now))
 			r.acked = append(r.acked, ack{group, out.Instance})

@@ -29,6 +29,8 @@ type simNode struct {
 	lastExec []uint64 // per group, in this incarnation
 	env      *nodeEnv // this incarnation's environment
 	syncing  int      // syncs in flight
+	synced   bool     // this incarnation completed a sync
+	clock    clock
 	revealed revealed // acceptor state its messages exposed
 }
 
@@ -61,7 +63,7 @@ func (e *nodeEnv) Post(f func()) bool {
 	return true
 }
 
-func (e *nodeEnv) Now() time.Duration { return e.r.w.now }
+func (e *nodeEnv) Now() time.Duration { return e.n.clock.now(e.r.w.now) }
 
 type simTimer struct{ stopped, fired bool }
 
@@ -75,7 +77,7 @@ func (t *simTimer) Stop() bool {
 // that comes after the firing returns false and f still runs.
 func (e *nodeEnv) AfterFunc(d time.Duration, f func()) env.Timer {
 	t := &simTimer{}
-	e.r.w.after(d, func() {
+	e.r.w.after(e.n.clock.trueDelay(d), func() {
 		if !t.stopped && e.alive() {
 			t.fired = true
 			e.Post(f)
@@ -140,6 +142,7 @@ func (e *nodeEnv) Sync(done func(error)) {
 			return
 		}
 		e.r.stats.Syncs++
+		e.n.synced = true
 		e.n.disk.durable = max(e.n.disk.durable, upto)
 		done(nil)
 	})
@@ -186,6 +189,7 @@ func (r *run) start(n *simNode) {
 	n.inc++
 	n.up = true
 	n.syncing = 0
+	n.synced = false
 	if torn := n.disk.open(r.opts.Canary == core.CanaryUseCorrupt); torn {
 		r.stats.TornWrites++
 	}
@@ -287,6 +291,9 @@ func (r *run) restart(n *simNode) {
 	r.stats.Restarts++
 	r.w.tracef("n%d restart", n.id)
 	r.start(n)
+	if n.up && r.w.now < r.healAt && r.w.chance(r.opts.RecrashRate) {
+		r.recrash(n)
+	}
 }
 
 // nodeOptions are the Options every incarnation of node id starts with.

@@ -37,12 +37,13 @@ type diskEntry struct {
 }
 
 // latest returns the last entry record of (group, instance) that lies
-// within data[:upto] and satisfies ok (nil: any), or nil.
+// within data[:upto] and satisfies ok (nil: any), or nil. A record the
+// corruption fault damaged still counts: its node refuses to start until
+// the block is restored, so it can neither use nor contradict it.
 func (d *disk) latest(group, instance uint64, upto int, ok func(*pb.Entry) bool) *pb.Entry {
 	es := d.slots[slot{group, instance}]
 	for k := len(es) - 1; k >= 0; k-- {
-		broken := d.corruptAt >= es[k].start && d.corruptAt < es[k].end
-		if es[k].end <= upto && !broken && (ok == nil || ok(es[k].e)) {
+		if es[k].end <= upto && (ok == nil || ok(es[k].e)) {
 			return es[k].e
 		}
 	}

@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"time"
+
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
 
@@ -24,6 +26,11 @@ func (r *run) send(from, to uint64, msg []byte, m *pb.Message) {
 	if r.w.chance(r.net.dup) {
 		r.stats.Duplicated++
 		copies = 2
+	}
+	if r.w.chance(r.net.late) {
+		// A copy redelivered seconds later, longer than a leadership term.
+		r.stats.LateDeliveries++
+		r.w.after(r.w.between(2*time.Second, 6*time.Second), func() { r.deliver(from, to, msg, m) })
 	}
 	for range copies {
 		d := r.w.between(r.opts.MinDelay, r.opts.MaxDelay)

@@ -44,6 +44,27 @@ type Options struct {
 	SyncErrorRate  float64 // per Sync
 	CorruptRate    float64 // per crash
 
+	// Clocks: every node's clock runs at its own rate, within ClockDrift of
+	// the true (simulated) rate, and jumps forward by up to MaxJump at
+	// ClockJumpRate per second. Timers run on the node's clock.
+	ClockDrift    float64
+	ClockJumpRate float64
+	MaxJump       time.Duration
+
+	// MinorityDown keeps a random minority crashed or cut off through the
+	// liveness phase; the majority must serve every operation. The
+	// minority comes back for the drain and must converge too.
+	MinorityDown bool
+
+	// Faults aimed at rare paths: a copy of a message delivered seconds
+	// later (LateRate, per message); the leader cut off for a term and then
+	// the new leader cut off, so leadership flaps back (FlapRate per
+	// second); a second crash right after a restart, before its first
+	// sync (RecrashRate, per restart).
+	LateRate    float64
+	FlapRate    float64
+	RecrashRate float64
+
 	SafetyTime   time.Duration // faults on
 	SettleTime   time.Duration // after healing, before liveness is demanded
 	LivenessTime time.Duration // clients must succeed
@@ -99,6 +120,19 @@ func Derive(seed uint64, nodes, groups int) Options {
 	o.WriteErrorRate = some(0.7, 0.004)
 	o.SyncErrorRate = some(0.7, 0.004)
 	o.CorruptRate = some(0.6, 0.6)
+	o.ClockDrift = some(0.3, 0.05)
+	o.ClockJumpRate = some(0.6, 0.5)
+	o.MaxJump = time.Duration(1+r.IntN(1000)) * time.Millisecond
+	o.MinorityDown = r.Float64() < 0.3
+	o.LateRate = some(0.5, 0.01)
+	o.FlapRate = some(0.5, 0.6)
+	o.RecrashRate = some(0.5, 0.5)
+	if r.Float64() < 0.01 {
+		// A long run: minutes of simulated time, tens of thousands of
+		// instances, so slow leaks and late bugs have room to show.
+		o.SafetyTime = time.Duration(60+r.IntN(60)) * time.Second
+		o.Clients, o.ThinkTime = 6, time.Duration(1+r.IntN(5))*time.Millisecond
+	}
 	return o
 }
 
@@ -110,6 +144,8 @@ func (o Options) String() string {
 		o.DropRate, o.DupRate, o.ReorderRate, o.MinDelay, o.MaxDelay, o.LongDelay, o.PartitionRate)
 	fmt.Fprintf(&b, "  nodes: crashes=%.2f/s torn=%.2f maxdown=%v sync<=%v\n", o.CrashRate, o.TornRate, o.MaxDown, o.SyncLatency)
 	fmt.Fprintf(&b, "  storage: write-errors=%.4f sync-errors=%.4f corrupt=%.2f/crash\n", o.WriteErrorRate, o.SyncErrorRate, o.CorruptRate)
+	fmt.Fprintf(&b, "  clocks: drift<=%.3f jumps=%.2f/s maxjump=%v\n", o.ClockDrift, o.ClockJumpRate, o.MaxJump)
+	fmt.Fprintf(&b, "  rare: late=%.4f flaps=%.2f/s recrash=%.2f minority-down=%v\n", o.LateRate, o.FlapRate, o.RecrashRate, o.MinorityDown)
 	fmt.Fprintf(&b, "  phases: safety=%v settle=%v liveness=%v drain=%v", o.SafetyTime, o.SettleTime, o.LivenessTime, o.DrainTime)
 	if o.Canary != core.CanaryNone {
 		fmt.Fprintf(&b, " canary=%d", o.Canary)

@@ -12,6 +12,8 @@ var regressions = []struct {
 	{2, 0, "a duplicated FORWARD made the leader propose one value in two instances"},
 	{776, 0, "a FORWARD delayed past the leader's restart was proposed again after it was chosen"},
 	{1430, 3, "the simulator itself: a node closed just before healing was left down (heal skipped it)"},
+	{408, 0, "a value bound to an instance by a leader deposed by a rejoining node (whose phase-1 quorum missed that instance) stayed undecided while the cluster was idle"},
+	{986, 0, "the same stuck bound value, after a minority rejoined as the clients stopped"},
 }
 
 func TestSimRegressions(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
+	"github.com/paxoskit/paxos/internal/kvsm"
 	"github.com/paxoskit/paxos/linearizability"
 )
 
@@ -26,9 +27,13 @@ type Stats struct {
 	Crashes, PowerCuts, Restarts, TornWrites      uint64
 	Closes, Misconfigured                         uint64
 	StorageErrors, Corruptions, CorruptionsFound  uint64
+	DriftingClocks, ClockJumps                    uint64
+	MinorityDown, LateDeliveries, Flaps           uint64
+	ReLeads, LedAfterCutOff, SameCounterPrepares  uint64
+	QuickRecrashes                                uint64
 	LostBytes                                     uint64
 	Syncs, Commits, Batches                       uint64
-	Ops, OpsOK, OpsUnknown                        uint64
+	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
 	SimTime                                       time.Duration
 }
 
@@ -58,7 +63,7 @@ type Violation struct {
 
 func (v *Violation) Error() string { return v.Check + ": " + v.Msg }
 
-type netFaults struct{ drop, dup, reorder float64 }
+type netFaults struct{ drop, dup, reorder, late float64 }
 
 type diskFaults struct{ writeErr, syncErr, corrupt float64 }
 
@@ -82,9 +87,15 @@ type run struct {
 	ballotInc map[ballotUse]uint64
 	acceptVal map[slotBallot]*pb.Value
 	p1        map[phase1Key]*phase1
-	ids       []map[valueID]uint64 // per group: instance of each proposal
-	proposed  map[string]struct{}  // every value a client proposed
-	acked     []ack                // proposals reported successful
+	leaders   map[uint64]*leadership   // per group
+	cutOff    map[uint64]time.Duration // node -> when its last isolation ended
+	minority  map[uint64]bool          // nodes kept away through liveness: true crashed, false cut off
+	ids       []map[valueID]uint64     // per group: instance of each proposal
+	proposed  map[string]struct{}      // every value a client proposed
+	executed  map[string]kvsm.Result   // every client value chosen, with its result
+	oracleSM  *kvsm.Machine            // the KV state machine fed the chosen log, in order
+	open      map[int]string           // history id -> value, of operations without a known outcome
+	acked     []ack                    // proposals reported successful
 }
 
 type valueID struct{ node, boot, seq uint64 }
@@ -101,12 +112,18 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		chosen:   make([][]*pb.Value, opts.Groups),
 		ids:      make([]map[valueID]uint64, opts.Groups),
 		proposed: map[string]struct{}{},
-		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate},
+		executed: map[string]kvsm.Result{},
+		oracleSM: kvsm.New(),
+		open:     map[int]string{},
+		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate, opts.LateRate},
 		disks:    diskFaults{opts.WriteErrorRate, opts.SyncErrorRate, opts.CorruptRate},
 
 		ballotInc: map[ballotUse]uint64{},
 		acceptVal: map[slotBallot]*pb.Value{},
 		p1:        map[phase1Key]*phase1{},
+		leaders:   map[uint64]*leadership{},
+		cutOff:    map[uint64]time.Duration{},
+		minority:  map[uint64]bool{},
 	}
 	for g := range r.ids {
 		r.ids[g] = map[valueID]uint64{}
@@ -128,6 +145,10 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	for i := range opts.Nodes {
 		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1), disk: disk{corruptAt: -1}})
 	}
+	r.setClocks()
+	if opts.MinorityDown {
+		r.chooseMinority()
+	}
 	for _, n := range r.nodes {
 		r.start(n)
 	}
@@ -138,6 +159,8 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	}
 	r.scheduleFault(opts.CrashRate, r.crashOne)
 	r.scheduleFault(opts.PartitionRate, r.partition)
+	r.scheduleFault(opts.ClockJumpRate, r.jumpClock)
+	r.scheduleFault(opts.FlapRate, r.flap)
 	r.w.at(r.healAt, r.heal)
 	for r.err == nil && r.w.now < r.end {
 		r.w.runUntil(min(r.w.now+100*time.Millisecond, r.end))
@@ -146,6 +169,18 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		r.checkEnd()
 	}
 	if r.err == nil {
+		// An operation whose value no node ever executed never took effect.
+		// An operation whose outcome a client never heard either never
+		// took effect (no node executed its value) or took effect with the
+		// result the chosen log gives it.
+		for id, data := range r.open {
+			if res, ok := r.executed[data]; ok {
+				r.rec.Effected(id, res)
+			} else {
+				r.rec.Absent(id)
+				r.stats.OpsNeverExecuted++
+			}
+		}
 		res.Verdict = r.rec.Check(time.Minute)
 		if !res.Verdict.OK() {
 			r.failf("history of %d ops (%d unknown) is not linearizable (porcupine %v)", res.Verdict.Ops, res.Verdict.Unknown, res.Verdict.Result)
@@ -258,6 +293,7 @@ func (r *run) heal() {
 		}
 		r.restart(n)
 	}
+	r.keepAway()
 }
 
 // onCommit is the oracle: every node's every executed instance passes here.
@@ -346,6 +382,8 @@ func (r *run) checkProposed(g, i uint64, v *pb.Value) {
 		r.stats.Batches++
 	}
 	for _, data := range items {
+		out, _ := r.oracleSM.Execute(g, i, data, nil)
+		r.executed[string(data)] = out.(kvsm.Result)
 		if _, ok := r.proposed[string(data)]; !ok {
 			r.failCheck("validity", "group %d instance %d: value %q was never proposed", g, i, data)
 		}

@@ -20,6 +20,15 @@ func (s *Stats) Add(o Stats) {
 	s.StorageErrors += o.StorageErrors
 	s.Corruptions += o.Corruptions
 	s.CorruptionsFound += o.CorruptionsFound
+	s.DriftingClocks += o.DriftingClocks
+	s.ClockJumps += o.ClockJumps
+	s.MinorityDown += o.MinorityDown
+	s.LateDeliveries += o.LateDeliveries
+	s.Flaps += o.Flaps
+	s.ReLeads += o.ReLeads
+	s.LedAfterCutOff += o.LedAfterCutOff
+	s.SameCounterPrepares += o.SameCounterPrepares
+	s.QuickRecrashes += o.QuickRecrashes
 	s.TornWrites += o.TornWrites
 	s.LostBytes += o.LostBytes
 	s.Syncs += o.Syncs
@@ -28,11 +37,13 @@ func (s *Stats) Add(o Stats) {
 	s.Ops += o.Ops
 	s.OpsOK += o.OpsOK
 	s.OpsUnknown += o.OpsUnknown
+	s.OpsNeverExecuted += o.OpsNeverExecuted
 	s.SimTime += o.SimTime
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("ops=%d ok=%d unknown=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d storage-errors=%d corruptions=%d corruptions-refused=%d",
-		s.Ops, s.OpsOK, s.OpsUnknown, s.Commits, s.Batches, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
-		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.Closes, s.Misconfigured, s.TornWrites, s.LostBytes, s.Syncs, s.StorageErrors, s.Corruptions, s.CorruptionsFound)
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d never-executed=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d storage-errors=%d corruptions=%d corruptions-refused=%d drifting-clocks=%d clock-jumps=%d minority-kept-away=%d late-redeliveries=%d flaps=%d re-leads=%d led-after-cut-off=%d same-counter-prepares=%d quick-recrashes=%d",
+		s.Ops, s.OpsOK, s.OpsUnknown, s.OpsNeverExecuted, s.Commits, s.Batches, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
+		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.Closes, s.Misconfigured, s.TornWrites, s.LostBytes, s.Syncs, s.StorageErrors, s.Corruptions, s.CorruptionsFound,
+		s.DriftingClocks, s.ClockJumps, s.MinorityDown, s.LateDeliveries, s.Flaps, s.ReLeads, s.LedAfterCutOff, s.SameCounterPrepares, s.QuickRecrashes)
 }

@@ -29,6 +29,7 @@ func (r *run) noteSent(n *simNode, m *pb.Message) {
 		r.checkBallot(n, m)
 		r.checkAdoption(n, m)
 	}
+	r.noteLeader(n, m)
 	r.noteRevealed(n, m)
 }
 

@@ -1,0 +1,188 @@
+package sim
+
+import (
+	"time"
+
+	"github.com/paxoskit/paxos/core"
+	pb "github.com/paxoskit/paxos/core/paxospb"
+)
+
+// clock is one node's hardware clock: it runs at rate times true time and
+// only ever jumps forward. The simulated (true) time stays what the
+// checkers use.
+type clock struct {
+	rate   float64
+	offset time.Duration
+}
+
+func (c *clock) now(truth time.Duration) time.Duration {
+	return c.offset + time.Duration(float64(truth)*c.rate)
+}
+
+// trueDelay is how much true time passes while this clock advances by d.
+func (c *clock) trueDelay(d time.Duration) time.Duration {
+	return time.Duration(float64(d) / c.rate)
+}
+
+// setClocks gives every node its own clock rate within the drift bound.
+func (r *run) setClocks() {
+	for _, n := range r.nodes {
+		n.clock = clock{rate: 1}
+		if d := r.opts.ClockDrift; d > 0 {
+			n.clock.rate = 1 + d*(2*r.w.rng.Float64()-1)
+			r.stats.DriftingClocks++
+		}
+	}
+}
+
+// jumpClock moves a random node's clock forward.
+func (r *run) jumpClock() {
+	n := r.nodes[r.w.rng.IntN(len(r.nodes))]
+	j := r.w.between(time.Millisecond, r.opts.MaxJump)
+	n.clock.offset += j
+	r.stats.ClockJumps++
+	r.w.tracef("n%d clock jumps forward %v", n.id, j)
+}
+
+// leadership follows who leads each group, from the heartbeats and accepts
+// nodes send, to count flapping leadership.
+type leadership struct {
+	last    uint64      // node of the current leadership, 0 if none seen
+	ballot  core.Ballot // its ballot
+	led     map[uint64]bool
+	counter map[uint64]uint64 // prepare counter -> node that used it first
+}
+
+func (r *run) noteLeader(n *simNode, m *pb.Message) {
+	l := r.leaders[m.Group]
+	if l == nil {
+		l = &leadership{led: map[uint64]bool{}, counter: map[uint64]uint64{}}
+		r.leaders[m.Group] = l
+	}
+	switch m.Type {
+	case pb.MsgType_MSG_PREPARE:
+		c := m.Ballot.GetCounter()
+		if first, ok := l.counter[c]; ok && first != n.id {
+			r.stats.SameCounterPrepares++
+			l.counter[c] = n.id // count each pair of proposers once
+		} else if !ok {
+			l.counter[c] = n.id
+		}
+		return
+	case pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_ACCEPT:
+	default:
+		return
+	}
+	b := ballotOf(m.Ballot)
+	if b == l.ballot {
+		return
+	}
+	if l.led[n.id] && l.last != 0 && l.last != n.id {
+		r.stats.ReLeads++
+	}
+	if until, ok := r.cutOff[n.id]; ok && r.w.now-until < 3*time.Second {
+		r.stats.LedAfterCutOff++
+		delete(r.cutOff, n.id)
+	}
+	l.last, l.ballot = n.id, b
+	l.led[n.id] = true
+}
+
+// isolate cuts every link of n for d.
+func (r *run) isolate(n *simNode, d time.Duration) {
+	var links []link
+	for _, o := range r.nodes {
+		if o != n {
+			links = append(links, link{n.id, o.id}, link{o.id, n.id})
+		}
+	}
+	for _, l := range links {
+		r.blocked[l]++
+	}
+	r.w.tracef("n%d isolated for %v", n.id, d)
+	r.w.after(d, func() {
+		for _, l := range links {
+			if r.blocked[l] > 0 {
+				r.blocked[l]--
+			}
+		}
+		r.cutOff[n.id] = r.w.now
+		r.w.tracef("n%d reconnected", n.id)
+	})
+}
+
+// flap cuts the leader of group 0 off for a term; when it comes back, the
+// leader that replaced it is cut off in turn, so the old leader, with a log
+// a term behind, may lead again.
+func (r *run) flap() {
+	l := r.leaders[0]
+	if l == nil || l.last == 0 {
+		return
+	}
+	old := r.nodes[l.last-1]
+	term := r.w.between(time.Second, 3*time.Second)
+	r.stats.Flaps++
+	r.isolate(old, term)
+	r.w.after(term, func() {
+		if nl := r.leaders[0]; nl != nil && nl.last != 0 && nl.last != old.id && r.w.now < r.healAt {
+			r.isolate(r.nodes[nl.last-1], r.w.between(500*time.Millisecond, 1500*time.Millisecond))
+		}
+	})
+}
+
+// chooseMinority picks the nodes kept away through the liveness phase.
+func (r *run) chooseMinority() {
+	k := 1 + r.w.rng.IntN((len(r.nodes)-1)/2)
+	for _, i := range r.w.rng.Perm(len(r.nodes))[:k] {
+		r.minority[r.nodes[i].id] = r.w.chance(0.5) // true: crashed, false: cut off
+	}
+	r.stats.MinorityDown += uint64(k)
+}
+
+// serving reports whether clients may use n now: during liveness the
+// minority is away.
+func (r *run) serving(n *simNode) bool {
+	if !n.up {
+		return false
+	}
+	_, away := r.minority[n.id]
+	return !away || r.w.now < r.healAt || r.w.now >= r.clientStop
+}
+
+// keepAway applies the minority at heal: crashed ones stay down, cut-off
+// ones lose every link; both come back when the clients stop.
+func (r *run) keepAway() {
+	for _, n := range r.nodes {
+		crashed, away := r.minority[n.id]
+		if !away {
+			continue
+		}
+		if crashed {
+			r.crash(n)
+			r.w.tracef("n%d kept down through liveness", n.id)
+			r.w.at(r.clientStop, func() { r.restart(n) })
+			continue
+		}
+		r.isolate(n, r.clientStop-r.w.now)
+	}
+}
+
+// recrash crashes n again soon after a restart, before its first sync has
+// completed when it is quick enough.
+func (r *run) recrash(n *simNode) {
+	inc := n.inc
+	r.w.after(r.w.between(0, r.opts.SyncLatency), func() {
+		if n.inc != inc || !n.up || r.w.now >= r.healAt {
+			return
+		}
+		if !n.synced {
+			r.stats.QuickRecrashes++
+		}
+		r.crash(n)
+		r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
+			if r.w.now < r.healAt {
+				r.restart(n)
+			}
+		})
+	})
+}
