@@ -96,19 +96,9 @@ func (r *run) isolate(n *simNode, d time.Duration) {
 			links = append(links, link{n.id, o.id}, link{o.id, n.id})
 		}
 	}
-	for _, l := range links {
-		r.blocked[l]++
-	}
 	r.w.tracef("n%d isolated for %v", n.id, d)
-	r.w.after(d, func() {
-		for _, l := range links {
-			if r.blocked[l] > 0 {
-				r.blocked[l]--
-			}
-		}
-		r.cutOff[n.id] = r.w.now
-		r.w.tracef("n%d reconnected", n.id)
-	})
+	r.cut(links, d)
+	r.w.after(d, func() { r.cutOff[n.id] = r.w.now })
 }
 
 // flap cuts the leader of group 0 off for a term; when it comes back, the
@@ -146,11 +136,11 @@ func (r *run) serving(n *simNode) bool {
 		return false
 	}
 	_, away := r.minority[n.id]
-	return !away || r.w.now < r.healAt || r.w.now >= r.clientStop
+	return !away || r.w.now < r.healAt || r.w.now >= r.rejoin
 }
 
 // keepAway applies the minority at heal: crashed ones stay down, cut-off
-// ones lose every link; both come back when the clients stop.
+// ones lose every link; both come back at r.rejoin and must converge.
 func (r *run) keepAway() {
 	for _, n := range r.nodes {
 		crashed, away := r.minority[n.id]
@@ -160,10 +150,10 @@ func (r *run) keepAway() {
 		if crashed {
 			r.crash(n)
 			r.w.tracef("n%d kept down through liveness", n.id)
-			r.w.at(r.clientStop, func() { r.restart(n) })
+			r.w.at(r.rejoin, func() { r.restart(n) })
 			continue
 		}
-		r.isolate(n, r.clientStop-r.w.now)
+		r.isolate(n, r.rejoin-r.w.now)
 	}
 }
 

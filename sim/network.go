@@ -85,16 +85,26 @@ func (r *run) partition() {
 		links = append(links, link{r.nodes[p[0]].id, r.nodes[p[1]].id})
 	}
 	r.stats.Partitions++
+	r.w.tracef("partition %v", links)
+	r.cut(links, r.w.between(r.opts.MaxDelay, 3*r.opts.MaxDown/2+100*r.opts.MaxDelay))
+}
+
+// cut blocks links for d. A heal in between repairs every link at once;
+// the cut's own repair then has nothing left to undo.
+func (r *run) cut(links []link, d time.Duration) {
 	for _, l := range links {
 		r.blocked[l]++
 	}
-	r.w.tracef("partition %v", links)
-	r.w.after(r.w.between(r.opts.MaxDelay, 3*r.opts.MaxDown/2+100*r.opts.MaxDelay), func() {
+	epoch := r.netEpoch
+	r.w.after(d, func() {
+		if r.netEpoch != epoch {
+			return
+		}
 		for _, l := range links {
 			if r.blocked[l] > 0 {
 				r.blocked[l]--
 			}
 		}
-		r.w.tracef("heal %v", links)
+		r.w.tracef("repaired %v", links)
 	})
 }

@@ -132,6 +132,7 @@ func Derive(seed uint64, nodes, groups int) Options {
 		// instances, so slow leaks and late bugs have room to show.
 		o.SafetyTime = time.Duration(60+r.IntN(60)) * time.Second
 		o.Clients, o.ThinkTime = 6, time.Duration(1+r.IntN(5))*time.Millisecond
+		o.Keys = 32 // spread over more keys, the history stays checkable
 	}
 	return o
 }

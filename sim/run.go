@@ -69,18 +69,24 @@ type diskFaults struct{ writeErr, syncErr, corrupt float64 }
 
 // run is the state of one simulated run.
 type run struct {
-	opts    Options
-	w       *world
-	nodes   []*simNode
-	net     netFaults
-	disks   diskFaults
-	blocked map[link]int
-	clients []*client
-	rec     *linearizability.Recorder
-	stats   Stats
-	err     error
+	opts     Options
+	w        *world
+	nodes    []*simNode
+	net      netFaults
+	disks    diskFaults
+	blocked  map[link]int
+	netEpoch int // bumped by heal: cuts made before it have nothing to repair
+	clients  []*client
+	rec      *linearizability.Recorder
+	stats    Stats
+	err      error
 
 	healAt, liveFrom, clientStop, end time.Duration
+	// rejoin is when a minority kept away comes back: once the operations
+	// in flight when the clients stopped have ended, since its return may
+	// cost the leader its ballot and drop the forwards in flight (by
+	// design, they are never resent blindly).
+	rejoin time.Duration
 
 	chosen [][]*pb.Value // per group, by instance: the oracle
 	// The direct invariant checkers' state (invariants.go).
@@ -131,7 +137,11 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	r.healAt = opts.SafetyTime
 	r.liveFrom = r.healAt + opts.SettleTime
 	r.clientStop = r.liveFrom + opts.LivenessTime
-	r.end = r.clientStop + opts.DrainTime
+	r.rejoin = r.clientStop
+	if opts.MinorityDown {
+		r.rejoin += proposeTimeout + time.Second
+	}
+	r.end = r.rejoin + opts.DrainTime
 	res = &Result{Options: opts, history: r.rec}
 	defer func() {
 		if p := recover(); p != nil {
@@ -285,6 +295,7 @@ func (r *run) stopClosed(n *simNode) {
 func (r *run) heal() {
 	r.w.tracef("heal all")
 	clear(r.blocked)
+	r.netEpoch++
 	r.net = netFaults{}
 	r.disks = diskFaults{}
 	for _, n := range r.nodes {

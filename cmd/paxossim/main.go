@@ -7,11 +7,14 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,8 +175,22 @@ func sweep(args []string, stdout, stderr io.Writer) int {
 	if tty {
 		fmt.Fprintf(stderr, "\r%60s\r", "")
 	}
+	byCheck := map[string]int{}
 	for _, f := range fails {
 		fmt.Fprintf(stdout, "FAIL seed %d: %v\n  replay: go run ./cmd/paxossim replay --seed %d%s --trace\n", f.seed, firstLine(f.err.Error()), f.seed, c.flags())
+		check := "other"
+		var v *sim.Violation
+		if errors.As(f.err, &v) {
+			check = v.Check
+		}
+		byCheck[check]++
+	}
+	if len(byCheck) > 0 {
+		fmt.Fprint(stdout, "failures by check:")
+		for _, k := range slices.Sorted(maps.Keys(byCheck)) {
+			fmt.Fprintf(stdout, " %s=%d", k, byCheck[k])
+		}
+		fmt.Fprintln(stdout)
 	}
 	fmt.Fprintf(stdout, "%.1f seeds/s, %.0fx simulated time per wall time (%d workers, %v)\n",
 		float64(*seeds)/el.Seconds(), float64(simTime.Load())/float64(el), *workers, el.Round(time.Millisecond))
