@@ -161,11 +161,9 @@ func (e *nodeEnv) storageFailed(what string) {
 			return
 		}
 		r.crash(n)
-		r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() {
-			if r.w.now < r.healAt {
-				r.restart(n)
-			}
-		})
+		// A supervisor restarts the process, whatever the phase (a sync
+		// that started before the heal may fail after it).
+		r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() { r.restart(n) })
 	})
 }
 
