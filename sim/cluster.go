@@ -55,11 +55,7 @@ func (e *nodeEnv) Post(f func()) bool {
 	if e.closed || !e.alive() {
 		return false
 	}
-	e.r.w.after(0, func() {
-		if e.alive() {
-			f()
-		}
-	})
+	e.r.w.post(e, f)
 	return true
 }
 

