@@ -25,6 +25,11 @@ func (r *run) noteSent(n *simNode, m *pb.Message) {
 	case pb.MsgType_MSG_PREPARE:
 		r.checkBallot(n, m)
 		r.notePrepare(n, m)
+		if r.w.now < r.healAt && r.w.chance(r.opts.RecrashRate/3) {
+			// Crash a proposer just after its prepare left, before or
+			// while it syncs: its next incarnation must pick a new ballot.
+			r.recrash(n)
+		}
 	case pb.MsgType_MSG_ACCEPT:
 		r.checkBallot(n, m)
 		r.checkAdoption(n, m)
