@@ -21,6 +21,7 @@ type disk struct {
 	durable  int
 	identity *pb.Identity // written durably, apart from the log
 
+	recs []diskRecord // every record, in order
 	// slots indexes the entry records by instance, for the checkers.
 	slots map[slot][]diskEntry
 
@@ -28,6 +29,12 @@ type disk struct {
 	corruptAt     int   // offset of a flipped byte, -1 if none (set by the corruption fault)
 	corruptBit    byte
 	corruptRecord int // start of the record holding it
+}
+
+// diskRecord is one record: data[start:end], decoded.
+type diskRecord struct {
+	start, end int
+	r          *pb.Record
 }
 
 // diskEntry is one entry record: data[start:end].
@@ -53,6 +60,12 @@ func (d *disk) latest(group, instance uint64, upto int, ok func(*pb.Entry) bool)
 // truncate cuts data to n bytes and forgets the entries past it.
 func (d *disk) truncate(n int) {
 	d.data = d.data[:n]
+	k := len(d.recs)
+	for k > 0 && d.recs[k-1].end > n {
+		k--
+	}
+	clear(d.recs[k:])
+	d.recs = d.recs[:k]
 	for s, es := range d.slots {
 		k := len(es)
 		for k > 0 && es[k-1].end > n {
@@ -81,6 +94,7 @@ func (d *disk) write(recs []*pb.Record) error {
 		binary.LittleEndian.PutUint32(data[start:], uint32(len(payload)))
 		binary.LittleEndian.PutUint32(data[start+4:], crc32.ChecksumIEEE(payload))
 		d.data = data
+		d.recs = append(d.recs, diskRecord{start, len(data), r})
 		if e := r.Entry; e != nil {
 			if d.slots == nil {
 				d.slots = map[slot][]diskEntry{}
@@ -181,21 +195,26 @@ func (d *disk) records() []int {
 }
 
 // load returns the records of group, in write order.
+// Records are served from the decoded copies kept at write time (the
+// runtime never changes a record it wrote), except one holding a flipped
+// bit, which is decoded from its bytes: only the canary that skips
+// checksums gets that far.
 func (d *disk) load(group uint64) ([]*pb.Record, error) {
 	if d.bad != nil {
 		return nil, d.bad
 	}
 	var out []*pb.Record
-	for off := 0; off+frameHeader <= len(d.data); {
-		n := int(binary.LittleEndian.Uint32(d.data[off:]))
-		r := &pb.Record{}
-		if err := proto.Unmarshal(d.data[off+frameHeader:off+frameHeader+n], r); err != nil {
-			return nil, fmt.Errorf("%w at offset %d: %w", errCorrupt, off, err)
+	for _, rec := range d.recs {
+		r := rec.r
+		if d.corruptAt >= rec.start && d.corruptAt < rec.end {
+			r = &pb.Record{}
+			if err := proto.Unmarshal(d.data[rec.start+frameHeader:rec.end], r); err != nil {
+				return nil, fmt.Errorf("%w at offset %d: %w", errCorrupt, rec.start, err)
+			}
 		}
 		if r.Group == group {
 			out = append(out, r)
 		}
-		off += frameHeader + n
 	}
 	return out, nil
 }

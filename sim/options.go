@@ -131,8 +131,13 @@ func Derive(seed uint64, nodes, groups int) Options {
 		// A long run: minutes of simulated time, tens of thousands of
 		// instances, so slow leaks and late bugs have room to show.
 		o.SafetyTime = time.Duration(60+r.IntN(60)) * time.Second
-		o.Clients, o.ThinkTime = 6, time.Duration(1+r.IntN(5))*time.Millisecond
+		o.Clients, o.ThinkTime = 32, time.Duration(1+r.IntN(3))*time.Millisecond
 		o.Keys = 32 // spread over more keys, the history stays checkable
+		// Each restart replays the whole log (until checkpoints exist), so
+		// crashes and storage failures come ten times less often here.
+		o.CrashRate /= 10
+		o.WriteErrorRate /= 10
+		o.SyncErrorRate /= 10
 	}
 	return o
 }
