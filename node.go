@@ -98,7 +98,8 @@ func (n *Node) checkIdentity() error {
 		}
 		return nil
 	}
-	if have.NodeId != want.NodeId || have.ClusterId != want.ClusterId || !slices.Equal(have.Members, want.Members) {
+	mismatch := have.NodeId != want.NodeId || have.ClusterId != want.ClusterId || !slices.Equal(have.Members, want.Members)
+	if mismatch && n.opts.hooks.Canary != core.CanaryNoIdentityCheck {
 		return fmt.Errorf("%w: storage belongs to node %d of cluster %d with members %v; this start is node %d of cluster %d with members %v",
 			ErrIdentityMismatch, have.NodeId, have.ClusterId, have.Members, want.NodeId, want.ClusterId, want.Members)
 	}

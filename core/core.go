@@ -11,8 +11,8 @@ import (
 // catches the breakage. It is for tests only; production leaves it zero.
 type Canary uint8
 
-// The broken variants. CanaryEarlyReply and CanaryIgnoreStorageError are
-// implemented by the node runtime, CanaryUseCorrupt by the simulator's
+// The broken variants. CanaryEarlyReply, CanaryIgnoreStorageError and
+// CanaryNoIdentityCheck are implemented by the node runtime, CanaryUseCorrupt by the simulator's
 // disk; the others here.
 const (
 	CanaryNone               Canary = iota
@@ -25,7 +25,8 @@ const (
 	CanaryStaleForward              // a leader takes forwards addressed to an earlier ballot
 	CanaryIgnoreStorageError        // the runtime goes on after a storage write or sync failed
 	CanaryUseCorrupt                // storage hands out records that fail their checksum
-	CanaryLast               = CanaryUseCorrupt
+	CanaryNoIdentityCheck           // the runtime starts on storage recorded for another identity
+	CanaryLast               = CanaryNoIdentityCheck
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes

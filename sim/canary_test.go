@@ -27,6 +27,7 @@ func TestCanaries(t *testing.T) {
 		{"leader takes forwards of an earlier ballot", core.CanaryStaleForward, "validity", 300},
 		{"runtime ignores storage errors", core.CanaryIgnoreStorageError, "storage", 30},
 		{"storage hands out corrupt records", core.CanaryUseCorrupt, "corruption", 30},
+		{"runtime skips the identity check", core.CanaryNoIdentityCheck, "identity", 30},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
@@ -90,9 +88,9 @@ func (e *nodeEnv) Send(to uint64, msg []byte) {
 	e.checkStopped("sent a message")
 	m := e.lastDecoded
 	if len(msg) == 0 || len(e.lastSent) != len(msg) || &e.lastSent[0] != &msg[0] {
-		m = &pb.Message{}
-		if err := proto.Unmarshal(msg, m); err != nil {
-			e.r.failCheck("invariant", "node %d sent an undecodable message: %v", e.n.id, err)
+		m = e.r.decode(msg)
+		if m == nil {
+			e.r.failCheck("invariant", "node %d sent an undecodable message", e.n.id)
 			return
 		}
 		e.lastSent, e.lastDecoded = msg, m

@@ -3,6 +3,9 @@ package sim
 import (
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
 
@@ -113,4 +116,39 @@ func (r *run) cut(links []link, d time.Duration) {
 		}
 		r.w.tracef("repaired %v", links)
 	})
+}
+
+// decode returns what the checkers need of a message: all of it for the
+// types they look into (and for every message when tracing), only its type
+// for the others (chosen values, learn traffic, forwards, rejects), which
+// saves decoding the largest messages twice. nil if it does not decode.
+func (r *run) decode(msg []byte) *pb.Message {
+	t := peekType(msg)
+	switch t {
+	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPT,
+		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_HEARTBEAT:
+	default:
+		if r.w.trace == nil && t != pb.MsgType_MSG_UNKNOWN {
+			return &pb.Message{Type: t}
+		}
+	}
+	m := &pb.Message{}
+	if proto.Unmarshal(msg, m) != nil {
+		return nil
+	}
+	return m
+}
+
+// peekType reads a message's type, its field 1, which the encoder writes
+// first; MSG_UNKNOWN if it is not there.
+func peekType(msg []byte) pb.MsgType {
+	num, typ, n := protowire.ConsumeTag(msg)
+	if n < 0 || num != 1 || typ != protowire.VarintType {
+		return pb.MsgType_MSG_UNKNOWN
+	}
+	v, m := protowire.ConsumeVarint(msg[n:])
+	if m < 0 {
+		return pb.MsgType_MSG_UNKNOWN
+	}
+	return pb.MsgType(v)
 }

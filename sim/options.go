@@ -127,7 +127,7 @@ func Derive(seed uint64, nodes, groups int) Options {
 	o.LateRate = some(0.5, 0.01)
 	o.FlapRate = some(0.5, 0.6)
 	o.RecrashRate = some(0.5, 0.5)
-	if r.Float64() < 0.01 {
+	if r.Float64() < 0.005 {
 		// A long run: minutes of simulated time, tens of thousands of
 		// instances, so slow leaks and late bugs have room to show.
 		o.SafetyTime = time.Duration(60+r.IntN(60)) * time.Second
