@@ -11,6 +11,9 @@ func (c *Core) becomeFollower(backoff int) {
 		c.Stats.StepDowns++
 	}
 	c.role = follower
+	if c.leader == c.cfg.ID {
+		c.leader = 0 // it no longer leads; Leader reports none until it hears one
+	}
 	c.roleTicks = 0
 	c.backoff = backoff
 	c.promises, c.p1 = nil, nil
