@@ -176,3 +176,12 @@ func (r *run) recrash(n *simNode) {
 		})
 	})
 }
+
+// crashAfterPrepare sometimes crashes a proposer just after its prepare
+// left, before or while it syncs: its next incarnation must pick a new
+// ballot.
+func (r *run) crashAfterPrepare(n *simNode) {
+	if r.w.now < r.healAt && r.w.chance(r.opts.RecrashRate/3) {
+		r.recrash(n)
+	}
+}

@@ -19,17 +19,14 @@ type revealed struct {
 }
 
 // noteSent feeds every message a node sends to the checkers that watch
-// acceptor and proposer state directly.
+// acceptor and proposer state directly (and to the fault aimed at
+// proposers that just sent a prepare).
 func (r *run) noteSent(n *simNode, m *pb.Message) {
 	switch m.Type {
 	case pb.MsgType_MSG_PREPARE:
 		r.checkBallot(n, m)
 		r.notePrepare(n, m)
-		if r.w.now < r.healAt && r.w.chance(r.opts.RecrashRate/3) {
-			// Crash a proposer just after its prepare left, before or
-			// while it syncs: its next incarnation must pick a new ballot.
-			r.recrash(n)
-		}
+		r.crashAfterPrepare(n)
 	case pb.MsgType_MSG_ACCEPT:
 		r.checkBallot(n, m)
 		r.checkAdoption(n, m)
