@@ -122,7 +122,7 @@ func (e *nodeEnv) Write(recs []*pb.Record) error {
 
 func (e *nodeEnv) Sync(done func(error)) {
 	e.checkStopped("synced")
-	upto := len(e.n.disk.data)
+	upto := e.n.disk.size
 	fail := e.r.w.chance(e.r.disks.syncErr)
 	e.n.syncing++
 	e.r.w.after(e.r.w.between(e.r.opts.SyncLatency/10, e.r.opts.SyncLatency), func() {
@@ -201,7 +201,7 @@ func (r *run) start(n *simNode) {
 		r.tryMisconfigured(n, opts)
 	}
 	node, err := paxos.RunNode(opts)
-	if n.disk.corruptAt >= 0 {
+	if n.disk.corruptRecord >= 0 {
 		r.checkRefusedCorrupt(n, node, err)
 		return
 	}
@@ -236,23 +236,22 @@ func (r *run) checkRefusedCorrupt(n *simNode, node *paxos.Node, err error) {
 // corrupt flips a bit in a synced record of a node that is down: an entry,
 // a hard state or the last synced record.
 func (r *run) corrupt(n *simNode) {
-	offs := n.disk.records()
-	if len(offs) == 0 {
+	all := n.disk.records(false, false)
+	if len(all) == 0 {
 		return
 	}
 	var pick []int
 	switch r.w.rng.IntN(3) {
 	case 0:
-		pick = n.disk.recordsOf(offs, true)
+		pick = n.disk.records(true, false)
 	case 1:
-		pick = n.disk.recordsOf(offs, false)
+		pick = n.disk.records(false, true)
 	}
 	if len(pick) == 0 {
-		pick = offs[len(offs)-1:]
+		pick = all[len(all)-1:] // the last synced record
 	}
 	off := pick[r.w.rng.IntN(len(pick))]
 	n.disk.flip(off, r.w.rng.IntN(1<<20))
-	n.disk.corruptRecord = off
 	r.stats.Corruptions++
 	r.w.tracef("n%d disk: flipped a bit in the record at offset %d", n.id, off)
 }
@@ -262,12 +261,12 @@ func (r *run) crash(n *simNode) {
 		return
 	}
 	keep := 0
-	if unsynced := len(n.disk.data) - n.disk.durable; unsynced > 0 && r.w.chance(r.opts.TornRate) {
+	if unsynced := n.disk.size - n.disk.durable; unsynced > 0 && r.w.chance(r.opts.TornRate) {
 		keep = r.w.rng.IntN(unsynced)
 	}
 	r.stats.LostBytes += uint64(n.disk.crash(keep))
 	r.checkDurable(n)
-	if n.disk.corruptAt < 0 && r.w.chance(r.disks.corrupt) {
+	if n.disk.corruptRecord < 0 && r.w.chance(r.disks.corrupt) {
 		r.corrupt(n)
 	}
 	n.up = false
@@ -330,14 +329,14 @@ func (r *run) tryMisconfigured(n *simNode, good paxos.Options) {
 	}
 	e := &nodeEnv{r: r, n: n, inc: n.inc}
 	bad.Env = env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: e.close}
-	before := len(n.disk.data)
+	before := n.disk.size
 	node, err := paxos.RunNode(bad)
 	r.stats.Misconfigured++
 	switch {
 	case !errors.Is(err, paxos.ErrIdentityMismatch):
 		r.failCheck("identity", "node %d started with a wrong identity (%v): got node %v, error %v", n.id, bad.Nodes, node != nil, err)
-	case len(n.disk.data) != before || e.recv != nil:
-		r.failCheck("identity", "node %d refused a wrong identity but wrote %d bytes or started its transport", n.id, len(n.disk.data)-before)
+	case n.disk.size != before || e.recv != nil:
+		r.failCheck("identity", "node %d refused a wrong identity but wrote %d bytes or started its transport", n.id, n.disk.size-before)
 	}
 	r.w.tracef("n%d misconfigured restart refused: %v", n.id, err)
 }

@@ -1,52 +1,74 @@
 package sim
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
 
-// errCorrupt means a record in the middle of the log failed its checksum.
+// errCorrupt means a record inside the synced log failed its checksum.
 var errCorrupt = errors.New("sim: corrupt record")
 
-// disk is one node's append-only record log. Bytes past durable are lost on
-// a crash, except that a prefix of them may survive (a torn write).
+// frameHeader is the length and checksum in front of every record.
+const frameHeader = 8
+
+// disk is one node's append-only log of records, modelled by size: each
+// record occupies frameHeader plus its encoded size in a byte space whose
+// first size bytes are written and first durable bytes synced. Bytes past
+// durable are lost on a crash, except that a prefix of them may survive (a
+// torn write: a record cut short fails its checksum). The bytes themselves
+// are not kept: a record written intact reads back intact, and the one
+// record the corruption fault damages is kept encoded, with its bit
+// flipped.
 type disk struct {
-	data     []byte
-	durable  int
-	identity *pb.Identity // written durably, apart from the log
+	size     int // bytes written
+	durable  int // bytes synced
+	identity *pb.Identity
 
 	recs []diskRecord // every record, in order
 	// slots indexes the entry records by instance, for the checkers.
 	slots map[slot][]diskEntry
 
-	bad           error // corruption open found in the synced prefix
-	corruptAt     int   // offset of a flipped byte, -1 if none (set by the corruption fault)
-	corruptBit    byte
-	corruptRecord int // start of the record holding it
+	bad           error  // corruption open found in the synced prefix
+	corruptRecord int    // start of the record with a flipped bit, -1 if none
+	corruptBytes  []byte // its encoding, with the bit flipped
 }
 
-// diskRecord is one record: data[start:end], decoded.
+// diskRecord is one record, at bytes [start, end).
 type diskRecord struct {
 	start, end int
 	r          *pb.Record
 }
 
-// diskEntry is one entry record: data[start:end].
+// diskEntry is one entry record, at bytes [start, end).
 type diskEntry struct {
 	start, end int
 	e          *pb.Entry
 }
 
+func (d *disk) write(recs []*pb.Record) error {
+	for _, r := range recs {
+		start := d.size
+		d.size += frameHeader + proto.Size(r)
+		d.recs = append(d.recs, diskRecord{start, d.size, r})
+		if e := r.Entry; e != nil {
+			if d.slots == nil {
+				d.slots = map[slot][]diskEntry{}
+			}
+			s := slot{r.Group, e.Instance}
+			d.slots[s] = append(d.slots[s], diskEntry{start, d.size, e})
+		}
+	}
+	return nil
+}
+
 // latest returns the last entry record of (group, instance) that lies
-// within data[:upto] and satisfies ok (nil: any), or nil. A record the
-// corruption fault damaged still counts: its node refuses to start until
-// the block is restored, so it can neither use nor contradict it.
+// within the first upto bytes and satisfies ok (nil: any), or nil. A record
+// the corruption fault damaged still counts: its node refuses to start
+// until the block is restored, so it can neither use nor contradict it.
 func (d *disk) latest(group, instance uint64, upto int, ok func(*pb.Entry) bool) *pb.Entry {
 	es := d.slots[slot{group, instance}]
 	for k := len(es) - 1; k >= 0; k-- {
@@ -57,15 +79,15 @@ func (d *disk) latest(group, instance uint64, upto int, ok func(*pb.Entry) bool)
 	return nil
 }
 
-// truncate cuts data to n bytes and forgets the entries past it.
+// truncate keeps the first n bytes: the records wholly inside them.
 func (d *disk) truncate(n int) {
-	d.data = d.data[:n]
 	k := len(d.recs)
 	for k > 0 && d.recs[k-1].end > n {
 		k--
 	}
 	clear(d.recs[k:])
 	d.recs = d.recs[:k]
+	d.size = n
 	for s, es := range d.slots {
 		k := len(es)
 		for k > 0 && es[k-1].end > n {
@@ -79,37 +101,20 @@ func (d *disk) truncate(n int) {
 	}
 }
 
-const frameHeader = 8 // length u32, crc32 u32
-
-func (d *disk) write(recs []*pb.Record) error {
-	for _, r := range recs {
-		start := len(d.data)
-		var hdr [frameHeader]byte
-		data, err := proto.MarshalOptions{}.MarshalAppend(append(d.data, hdr[:]...), r)
-		if err != nil {
-			d.data = d.data[:start]
-			return err
-		}
-		payload := data[start+frameHeader:]
-		binary.LittleEndian.PutUint32(data[start:], uint32(len(payload)))
-		binary.LittleEndian.PutUint32(data[start+4:], crc32.ChecksumIEEE(payload))
-		d.data = data
-		d.recs = append(d.recs, diskRecord{start, len(data), r})
-		if e := r.Entry; e != nil {
-			if d.slots == nil {
-				d.slots = map[slot][]diskEntry{}
-			}
-			s := slot{r.Group, e.Instance}
-			d.slots[s] = append(d.slots[s], diskEntry{start, len(d.data), e})
-		}
-	}
-	return nil
-}
-
 // crash drops unsynced bytes; keep of them survive (0 for a clean loss).
 func (d *disk) crash(keep int) (lost int) {
-	lost = len(d.data) - d.durable - keep
-	d.truncate(d.durable + keep)
+	lost = d.size - d.durable - keep
+	end := d.durable + keep
+	k := len(d.recs)
+	for k > 0 && d.recs[k-1].end > end {
+		k--
+	}
+	torn := 0
+	if k < len(d.recs) && d.recs[k].start < end {
+		torn = end - d.recs[k].start // a record cut short stays, as garbage
+	}
+	d.truncate(end - torn)
+	d.size = end
 	return lost
 }
 
@@ -121,83 +126,63 @@ func (d *disk) crash(keep int) (lost int) {
 // useCorrupt (a canary) checksums inside the synced prefix are ignored.
 func (d *disk) open(useCorrupt bool) (torn bool) {
 	d.bad = nil
-	off := 0
-	for k := 0; off < len(d.data); k++ {
-		rest := len(d.data) - off
-		if rest < frameHeader {
-			break
-		}
-		n := int(binary.LittleEndian.Uint32(d.data[off:]))
-		end := off + frameHeader + n
-		if rest < frameHeader+n {
-			if off < d.durable && d.bad == nil {
-				d.bad = fmt.Errorf("%w: record %d at offset %d claims %d bytes past the end of the synced log", errCorrupt, k, off, n)
-			}
-			break
-		}
-		sum := binary.LittleEndian.Uint32(d.data[off+4:])
-		if crc32.ChecksumIEEE(d.data[off+frameHeader:end]) != sum {
-			if end > d.durable {
-				break // torn: written but never synced
-			}
-			if d.bad == nil && !useCorrupt {
-				d.bad = fmt.Errorf("%w: record %d at offset %d (%d bytes) fails its checksum", errCorrupt, k, off, n)
+	if d.corruptRecord >= 0 && !useCorrupt {
+		for k, rec := range d.recs {
+			if rec.start == d.corruptRecord {
+				d.bad = fmt.Errorf("%w: record %d at offset %d (%d bytes) fails its checksum", errCorrupt, k, rec.start, rec.end-rec.start-frameHeader)
 			}
 		}
-		off = end
 	}
-	if off < len(d.data) {
-		d.truncate(off)
-		torn = true
+	end := 0
+	if n := len(d.recs); n > 0 {
+		end = d.recs[n-1].end
 	}
-	d.durable = len(d.data)
+	torn = end < d.size // the bytes of a record cut short
+	d.size = end
+	d.durable = end
 	return torn
 }
 
-// flip corrupts one bit of the payload of the record that starts at off.
+// flip corrupts one bit of the synced record that starts at off.
 func (d *disk) flip(off, bit int) {
-	n := max(int(binary.LittleEndian.Uint32(d.data[off:])), 1)
-	at := off + frameHeader + bit/8%n
-	d.data[at] ^= 1 << (bit % 8)
-	d.corruptAt, d.corruptBit = at, 1<<(bit%8)
+	for _, rec := range d.recs {
+		if rec.start != off {
+			continue
+		}
+		b, err := proto.Marshal(rec.r)
+		if err != nil || len(b) == 0 {
+			return
+		}
+		b[bit/8%len(b)] ^= 1 << (bit % 8)
+		d.corruptRecord, d.corruptBytes = off, b
+		return
+	}
 }
 
 // repair undoes flip, as restoring the damaged block from a backup would.
 func (d *disk) repair() {
-	if d.corruptAt >= 0 {
-		d.data[d.corruptAt] ^= d.corruptBit
-	}
-	d.corruptAt, d.corruptBit = -1, 0
+	d.corruptRecord, d.corruptBytes = -1, nil
 }
 
-// recordsOf returns those of offs whose record is an entry (entries) or a
-// hard state (!entries).
-func (d *disk) recordsOf(offs []int, entries bool) []int {
-	var out []int
-	for _, off := range offs {
-		n := int(binary.LittleEndian.Uint32(d.data[off:]))
-		r := &pb.Record{}
-		if proto.Unmarshal(d.data[off+frameHeader:off+frameHeader+n], r) == nil && (r.Entry != nil) == entries {
-			out = append(out, off)
-		}
-	}
-	return out
-}
-
-// records returns the start offsets of the synced records.
-func (d *disk) records() []int {
+// records returns the start offsets of the synced records, the entry
+// records only (entries), the hard states only (hardStates), or all.
+func (d *disk) records(entries, hardStates bool) []int {
 	var offs []int
-	for off := 0; off+frameHeader <= d.durable; {
-		offs = append(offs, off)
-		off += frameHeader + int(binary.LittleEndian.Uint32(d.data[off:]))
+	for _, rec := range d.recs {
+		if rec.end > d.durable {
+			break
+		}
+		isEntry := rec.r.Entry != nil
+		if entries && !isEntry || hardStates && isEntry {
+			continue
+		}
+		offs = append(offs, rec.start)
 	}
 	return offs
 }
 
-// load returns the records of group, in write order.
-// Records are served from the decoded copies kept at write time (the
-// runtime never changes a record it wrote), except one holding a flipped
-// bit, which is decoded from its bytes: only the canary that skips
+// load returns the records of group, in write order. A record with a
+// flipped bit is decoded from its damaged bytes: only the canary that skips
 // checksums gets that far.
 func (d *disk) load(group uint64) ([]*pb.Record, error) {
 	if d.bad != nil {
@@ -206,9 +191,9 @@ func (d *disk) load(group uint64) ([]*pb.Record, error) {
 	var out []*pb.Record
 	for _, rec := range d.recs {
 		r := rec.r
-		if d.corruptAt >= rec.start && d.corruptAt < rec.end {
+		if rec.start == d.corruptRecord {
 			r = &pb.Record{}
-			if err := proto.Unmarshal(d.data[rec.start+frameHeader:rec.end], r); err != nil {
+			if err := proto.Unmarshal(d.corruptBytes, r); err != nil {
 				return nil, fmt.Errorf("%w at offset %d: %w", errCorrupt, rec.start, err)
 			}
 		}

@@ -115,7 +115,7 @@ func (r *run) notePrepare(n *simNode, m *pb.Message) {
 		if s.group != m.Group || s.instance < m.Instance {
 			continue
 		}
-		own := n.disk.latest(s.group, s.instance, len(n.disk.data), func(e *pb.Entry) bool {
+		own := n.disk.latest(s.group, s.instance, n.disk.size, func(e *pb.Entry) bool {
 			return e.Chosen || ballotOf(e.Ballot).Less(b)
 		})
 		if own != nil {

@@ -153,7 +153,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	}()
 	r.w.tracef("options %s", opts)
 	for i := range opts.Nodes {
-		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1), disk: disk{corruptAt: -1}})
+		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1), disk: disk{corruptRecord: -1}})
 	}
 	r.setClocks()
 	if opts.MinorityDown {
