@@ -123,6 +123,8 @@ type Core struct {
 	cfg    Config
 	quorum int
 
+	quietTicks int // leader: ticks since it last broadcast an accept or heartbeat
+
 	// Acceptor and learner state.
 	promised   Ballot
 	boot       uint64
@@ -614,6 +616,7 @@ func (c *Core) flush() {
 	for {
 		if len(c.outAccepts) > 0 && c.role == leading {
 			c.broadcast(&pb.Message{Type: pb.MsgType_MSG_ACCEPT, Ballot: c.ballot.pb(), Entries: c.outAccepts}, true)
+			c.quietTicks = 0 // an accept announces the leader as a heartbeat does
 		}
 		c.outAccepts = nil
 		if len(c.outChosen) > 0 {

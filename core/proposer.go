@@ -89,6 +89,7 @@ func (c *Core) becomeLeader() {
 	c.p1 = nil
 	c.fillWindow()
 	c.broadcast(&pb.Message{Type: pb.MsgType_MSG_HEARTBEAT, Ballot: c.ballot.pb()}, false)
+	c.quietTicks = 0
 }
 
 // propose sends phase 2a for instance i with the current ballot.
@@ -180,7 +181,10 @@ func (c *Core) dispatch() {
 }
 
 func (c *Core) tickLeader() {
-	if c.roleTicks%c.cfg.HeartbeatTicks == 0 {
+	// Heartbeats only fill silences: accepts carry the ballot and the
+	// chosen prefix too, so a busy leader sends none.
+	if c.quietTicks++; c.quietTicks >= c.cfg.HeartbeatTicks {
+		c.quietTicks = 0
 		c.broadcast(&pb.Message{Type: pb.MsgType_MSG_HEARTBEAT, Ballot: c.ballot.pb()}, false)
 	}
 	var resend map[uint64][]*pb.Entry
