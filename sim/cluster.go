@@ -201,16 +201,18 @@ func (r *run) start(n *simNode) {
 		r.tryMisconfigured(n, opts)
 	}
 	node, err := paxos.RunNode(opts)
+	if err == nil {
+		n.env, n.node = e, node
+	}
 	if n.disk.corruptRecord >= 0 {
 		r.checkRefusedCorrupt(n, node, err)
 		return
 	}
 	if err != nil {
+		n.up = false
 		r.failf("node %d: restart: %v", n.id, err)
 		return
 	}
-	n.env = e
-	n.node = node
 }
 
 // checkRefusedCorrupt runs after a start on a disk with a flipped bit: the

@@ -210,6 +210,7 @@ func (r *run) failCheck(check, format string, args ...any) {
 		return
 	}
 	r.err = &Violation{check, fmt.Sprintf(format, args...)}
+	r.w.halted = true
 	r.w.tracef("VIOLATION %v", r.err)
 }
 

@@ -76,6 +76,7 @@ type world struct {
 	rng    *rand.Rand
 	trace  io.Writer
 	events uint64
+	halted bool // a violation was found: nothing more runs
 }
 
 func newWorld(seed uint64, trace io.Writer) *world {
@@ -97,7 +98,7 @@ func (w *world) after(d time.Duration, fn func()) { w.at(w.now+d, fn) }
 
 // runUntil runs events up to and including time end.
 func (w *world) runUntil(end time.Duration) {
-	for len(w.queue) > 0 && w.queue[0].at <= end {
+	for len(w.queue) > 0 && w.queue[0].at <= end && !w.halted {
 		e := w.queue.pop()
 		w.now = e.at
 		w.events++
