@@ -429,6 +429,11 @@ func TestServeFlags(t *testing.T) {
 	if _, err := parseServe([]string{"--groups", "2"}, io.Discard); err == nil {
 		t.Fatalf("parseServe without the required flags succeeded")
 	}
+	// --listen is optional: the node listens on its address in --peers.
+	noListen := []string{"--id", "1", "--http", "127.0.0.1:8001", "--peers", "1=127.0.0.1:7001", "--data", t.TempDir()}
+	if c, err := parseServe(noListen, io.Discard); err != nil || c.listen != "" || c.peers[1] != "127.0.0.1:7001" {
+		t.Fatalf("parseServe without --listen = %+v, %v", c, err)
+	}
 }
 
 func cloneArgs(s []string) []string { return append([]string(nil), s...) }

@@ -67,7 +67,7 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  paxoskv serve --id N --listen HOST:PORT --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--groups G] [--timeout D] [--cluster-id C] [-v]
+  paxoskv serve --id N --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--listen HOST:PORT] [--groups G] [--timeout D] [--cluster-id C] [-v]
   paxoskv demo [--dir DIR] [--groups G]`)
 	os.Exit(2)
 }
@@ -154,7 +154,7 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	fs := flag.NewFlagSet("paxoskv serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	id := fs.Uint64("id", 0, "this node's id (a key of --peers)")
-	listen := fs.String("listen", "", "Paxos TCP address, HOST:PORT")
+	listen := fs.String("listen", "", "Paxos TCP address to listen on, HOST:PORT (default: this node's address in --peers; its host may be 0.0.0.0)")
 	httpAddr := fs.String("http", "", "HTTP API address, HOST:PORT")
 	peers := fs.String("peers", "", "every node: 1=HOST:PORT,2=HOST:PORT,...")
 	data := fs.String("data", "", "data directory")
@@ -166,8 +166,8 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 		return nodeConfig{}, err
 	}
 	switch {
-	case *id == 0 || *listen == "" || *httpAddr == "" || *peers == "" || *data == "":
-		return nodeConfig{}, flagErrorf("serve needs --id, --listen, --http, --peers and --data")
+	case *id == 0 || *httpAddr == "" || *peers == "" || *data == "":
+		return nodeConfig{}, flagErrorf("serve needs --id, --http, --peers and --data")
 	case *groups < 1:
 		return nodeConfig{}, flagErrorf("--groups must be at least 1, got %d", *groups)
 	case *timeout <= 0:
@@ -204,7 +204,11 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("paxoskv node %d ready: paxos %s, http %s\n", c.id, c.listen, c.http)
+	listen := c.listen
+	if listen == "" {
+		listen = c.peers[c.id]
+	}
+	fmt.Printf("paxoskv node %d ready: paxos %s, http %s\n", c.id, listen, c.http)
 	<-sig
 	signal.Stop(sig) // a second Ctrl-C kills at once
 	stop()
