@@ -42,6 +42,14 @@ func (n *Node) receive(data []byte) {
 			"from", m.From, "group", m.Group, "groups", len(n.groups))
 		return
 	}
+	switch m.Type {
+	case pb.MsgType_MSG_SNAP_REQ, pb.MsgType_MSG_SNAP_CHUNK, pb.MsgType_MSG_SNAP_ACK:
+		if m.To == n.opts.MyNode {
+			n.onSnap(g, m)
+		}
+		n.process()
+		return
+	}
 	if err := g.core.Step(m); err != nil {
 		n.stats.badMessages.Add(1)
 		if errors.Is(err, core.ErrNotMember) {
@@ -60,6 +68,7 @@ func (n *Node) onTick() {
 	}
 	for _, g := range n.groups {
 		g.core.Tick()
+		n.tickSnap(g)
 	}
 	n.process()
 	n.tick = n.env.Clock.AfterFunc(n.opts.TickInterval, n.onTick)
@@ -80,6 +89,7 @@ func (n *Node) process() {
 		for _, e := range g.core.Committed() {
 			n.execute(g, e)
 		}
+		n.lifeCycle(g)
 	}
 	for !n.syncing && !n.closed {
 		var rds []groupReady
@@ -106,6 +116,9 @@ func (n *Node) process() {
 			if r.rd.HardState != nil { // after the entries its watermark covers
 				recs = append(recs, &pb.Record{Group: r.g.id, HardState: r.rd.HardState})
 			}
+			if r.rd.CleanBelow != 0 {
+				recs = append(recs, &pb.Record{Group: r.g.id, CleanBelow: r.rd.CleanBelow})
+			}
 			mustSync = mustSync || r.rd.MustSync
 		}
 		if len(recs) > 0 {
@@ -129,6 +142,33 @@ func (n *Node) process() {
 			n.finish(rds)
 			n.process()
 		})
+	}
+}
+
+// lifeCycle runs what follows execution in a group: storage reads for
+// learners, checkpoints, and fetching a checkpoint when the log a peer
+// holds no longer reaches this node.
+func (n *Node) lifeCycle(g *group) {
+	for _, r := range g.core.LogReads() {
+		r := r
+		n.env.Storage.Read(g.id, r.From, core.DefaultMaxLearnEntries, core.MaxLearnBytes, func(es []*pb.Entry, err error) {
+			if n.closed {
+				return
+			}
+			if err != nil {
+				n.warn("read", "reading the log for a learner failed", "group", g.id, "from", r.From, "err", err)
+				es = nil
+			}
+			g.core.ServeLog(r.To, r.From, es)
+			n.process()
+		})
+	}
+	if p := g.core.WantCheckpoint(); p != 0 {
+		n.startRecv(g, p)
+	}
+	n.maybeCheckpoint(g)
+	if n.opts.hooks.Canary == core.CanaryCleanPastCheckpoint && g.ckpt.last > 0 {
+		n.clean(g)
 	}
 }
 

@@ -27,6 +27,11 @@ var (
 	ErrStorage = errors.New("paxos: storage failed")
 )
 
+// ErrCheckpointInstalled comes wrapped with ErrTimeout: the group installed
+// a checkpoint from a peer while the proposal was in flight, so whether
+// its value was chosen (inside the checkpoint) is unknown here.
+var ErrCheckpointInstalled = errors.New("paxos: a checkpoint was installed while the proposal was in flight")
+
 // ErrIdentityMismatch means the storage was recorded for another node id,
 // cluster id or member list than this start names; the node refuses to
 // start rather than vote with someone else's state.

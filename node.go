@@ -32,12 +32,14 @@ type Node struct {
 }
 
 type group struct {
-	id      uint64
-	core    *core.Core
-	sms     []StateMachine
-	batch   batcher
-	pending map[uint64]*proposal // by core sequence number
-	status  groupStatus
+	id       uint64
+	core     *core.Core
+	sms      []StateMachine
+	batch    batcher
+	pending  map[uint64]*proposal // by core sequence number
+	status   groupStatus
+	executed uint64 // every instance up to it is executed (or restored) here
+	ckpt     ckptState
 }
 
 // RunNode starts a node on opts.Env. It checks the identity recorded in
@@ -111,19 +113,28 @@ func (n *Node) checkIdentity() error {
 func (n *Node) restore() error {
 	opts := n.opts
 	for gid := range uint64(opts.Groups) {
-		recs, err := n.env.Storage.Load(gid)
+		g := &group{id: gid, sms: slices.Clone(opts.StateMachines), pending: map[uint64]*proposal{}}
+		g.ckpt.machines = checkpointers(g.sms)
+		base, err := n.restoreGroup(g)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+		recs, err := n.env.Storage.Load(gid, base+1)
 		if err != nil {
 			return fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)
 		}
-		hs, entries := core.SplitRecords(recs)
-		c, err := core.New(core.Config{
+		st := core.SplitRecords(recs)
+		st.Base = base
+		g.core, err = core.New(core.Config{
 			ID: opts.MyNode, Peers: opts.Nodes, Group: gid, Window: opts.Window,
-			MaxQueue: opts.MaxPending, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
-		}, hs, entries)
+			MaxQueue: opts.MaxPending, MemTail: opts.hooks.MemTail, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
+		}, st)
 		if err != nil {
 			return fmt.Errorf("%w: group %d: %w", ErrStorage, gid, err)
 		}
-		n.groups = append(n.groups, &group{id: gid, core: c, sms: slices.Clone(opts.StateMachines), pending: map[uint64]*proposal{}})
+		g.executed = base
+		g.status.executed.Store(base)
+		n.groups = append(n.groups, g)
 	}
 	for _, g := range n.groups {
 		for _, e := range g.core.Committed() {
@@ -162,6 +173,15 @@ func (n *Node) stop(err error) {
 		n.tick.Stop()
 	}
 	for _, g := range n.groups {
+		for _, s := range g.ckpt.sends {
+			n.endSend(g, s)
+		}
+		if r := g.ckpt.recv; r != nil {
+			g.ckpt.recv, r.aborted = nil, true
+			if !r.writing {
+				n.discardRecv(r)
+			}
+		}
 		n.flushBatch(g) // fails the unflushed values with ErrClosed
 		for _, s := range slices.Sorted(maps.Keys(g.pending)) {
 			n.untrack(g, s).fail(err)

@@ -261,18 +261,44 @@ func (e *nodeEnv) Send(to uint64, msg []byte) {
 	})
 }
 
-func (e *nodeEnv) Load(group uint64) ([]*pb.Record, error) {
-	var out []*pb.Record
+func (e *nodeEnv) Load(group, from uint64) ([]*pb.Record, error) {
+	var all, out []*pb.Record
+	mark := uint64(0)
 	for _, b := range e.h.recs {
 		r := &pb.Record{}
 		if err := proto.Unmarshal(b, r); err != nil {
 			return nil, err
 		}
 		if r.Group == group {
+			all = append(all, r)
+			mark = max(mark, r.CleanBelow)
+		}
+	}
+	for _, r := range all {
+		if r.Entry == nil || r.Entry.Instance >= max(from, mark) {
 			out = append(out, r)
 		}
 	}
 	return out, nil
+}
+
+func (e *nodeEnv) Read(group, from uint64, maxEntries, maxBytes int, done func([]*pb.Entry, error)) {
+	recs, err := e.Load(group, from)
+	latest := map[uint64]*pb.Entry{}
+	for _, r := range recs {
+		if r.Entry != nil {
+			latest[r.Entry.Instance] = r.Entry
+		}
+	}
+	var out []*pb.Entry
+	for i := from; latest[i] != nil && len(out) < maxEntries; i++ {
+		out = append(out, latest[i])
+	}
+	e.h.c.after(syncDelay, func() {
+		if e.alive() {
+			e.Post(func() { done(out, err) })
+		}
+	})
 }
 
 func (e *nodeEnv) Write(recs []*pb.Record) error {

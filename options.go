@@ -41,6 +41,15 @@ type Options struct {
 	BatchDelay time.Duration
 	Logger     *slog.Logger // default slog.Default(); misconfiguration is logged at WARN
 
+	// CheckpointInterval is how many instances a group executes between
+	// two checkpoints (default 10,000), when its state machines are
+	// Checkpointers. HoldCount is how many instances of log a group keeps
+	// below its newest checkpoint (default 100,000): peers that lag by
+	// less catch up from the log, others by checkpoint transfer. A
+	// negative HoldCount never cleans the log.
+	CheckpointInterval int
+	HoldCount          int
+
 	hooks testhooks.Hooks
 }
 
@@ -82,6 +91,12 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	if o.CheckpointInterval == 0 {
+		o.CheckpointInterval = 10_000
+	}
+	if o.HoldCount == 0 {
+		o.HoldCount = 100_000
+	}
 	return o
 }
 
@@ -111,6 +126,8 @@ func (o Options) Validate() error {
 	case o.Window < 0, o.MaxValueSize < 0, o.MaxPending < 0, o.BatchCount < 0, o.BatchBytes < 0:
 		return bad("negative size (Window %d, MaxValueSize %d, MaxPending %d, BatchCount %d, BatchBytes %d)",
 			o.Window, o.MaxValueSize, o.MaxPending, o.BatchCount, o.BatchBytes)
+	case o.CheckpointInterval < 0:
+		return bad("negative CheckpointInterval %d", o.CheckpointInterval)
 	case o.TickInterval < 0 || o.ProposeTimeout < 0 || o.BatchDelay < 0:
 		return bad("negative duration (TickInterval %v, ProposeTimeout %v, BatchDelay %v)", o.TickInterval, o.ProposeTimeout, o.BatchDelay)
 	}

@@ -200,7 +200,7 @@ func TestProductionIdentity(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		recs, err := st.Load(0)
+		recs, err := st.Load(0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package paxos
 
 import (
 	"fmt"
+	"io"
 	"slices"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
@@ -20,6 +21,46 @@ type StateMachine interface {
 	// in ErrExecuteFailed; the instance still counts as executed, so errors
 	// must be deterministic too.
 	Execute(group, instance uint64, value []byte, ctx any) (result any, err error)
+}
+
+// Checkpointer is a StateMachine whose state can be checkpointed: the node
+// then takes checkpoints every Options.CheckpointInterval instances, starts
+// from the newest one instead of replaying the whole log, cleans the log
+// below it (keeping Options.HoldCount instances), and sends it to nodes
+// that fell behind past the cleaned log. Only a group whose state machines
+// are all Checkpointers takes checkpoints.
+//
+// A checkpoint is taken in two steps, so a large state does not stall the
+// group: PrepareCheckpoint captures a consistent view on the node's loop,
+// cheaply (a copy-on-write snapshot, a frozen reference: the machine's
+// business), and SaveCheckpoint streams that view off the loop while
+// Execute goes on.
+type Checkpointer interface {
+	StateMachine
+	// PrepareCheckpoint runs on the node's loop right after the value of
+	// instance executed in group, and returns a consistent view of the
+	// group's state as of that instance. It must not block.
+	PrepareCheckpoint(group, instance uint64) (view any, err error)
+	// SaveCheckpoint writes a view PrepareCheckpoint returned to w. It runs
+	// off the loop, concurrently with Execute and other groups' calls.
+	SaveCheckpoint(group uint64, view any, w io.Writer) error
+	// RestoreCheckpoint replaces the group's state with the checkpoint r
+	// holds, which covers every instance up to instance. It runs on the
+	// node's loop (or in RunNode, before the node starts). An error stops
+	// the node: the group's machines may hold half of a state.
+	RestoreCheckpoint(group, instance uint64, r io.Reader) error
+}
+
+// DurableStateMachine is a StateMachine that keeps its own durable state
+// (PhxPaxos's GetCheckpointInstanceID): on a restart the node executes
+// for it only the values above DurableInstance, and the log is never
+// cleaned above it. To be sent to lagging nodes it must also be a
+// Checkpointer.
+type DurableStateMachine interface {
+	StateMachine
+	// DurableInstance returns the highest instance of group whose effects
+	// the machine's durable state holds (0 if none). It never goes down.
+	DurableInstance(group uint64) uint64
 }
 
 // SMCtx names the state machine a proposal is for and carries a context
@@ -49,8 +90,16 @@ func (g *group) sm(smid uint32) StateMachine {
 // execute runs one chosen entry: every value in it goes to its state
 // machine, and a proposal of this node's learns its result.
 func (n *Node) execute(g *group, e *pb.Entry) {
+	if g.ckpt.installing {
+		g.ckpt.held = append(g.ckpt.held, e) // executed once the install is done
+		return
+	}
+	if e.Instance != g.executed+1 {
+		panic(fmt.Sprintf("paxos: group %d executes instance %d after %d", g.id, e.Instance, g.executed))
+	}
 	v := e.Value
 	n.stats.committed.Add(1)
+	g.executed = e.Instance
 	g.status.executed.Store(e.Instance)
 	if n.opts.hooks.OnCommit != nil {
 		n.opts.hooks.OnCommit(g.id, e.Instance, v)
@@ -82,6 +131,9 @@ func (n *Node) apply(g *group, instance uint64, smid uint32, data []byte, ctx an
 	if sm == nil {
 		return nil, fmt.Errorf("%w: %d", ErrNoStateMachine, smid)
 	}
+	if g.skipped(smid, instance) {
+		return nil, nil // its state holds this value already
+	}
 	out, err := sm.Execute(g.id, instance, data, ctx)
 	if err != nil {
 		return out, fmt.Errorf("%w: %w", ErrExecuteFailed, err)
@@ -107,6 +159,9 @@ func (n *Node) AddStateMachine(sm StateMachine, groups ...uint64) error {
 		for _, g := range n.groups {
 			if len(groups) == 0 || slices.Contains(groups, g.id) {
 				g.sms = append(g.sms, sm)
+				// A machine added after start is in no checkpoint: the
+				// group takes none from now on (and so cleans no more).
+				g.ckpt.machines = nil
 			}
 		}
 	}) {

@@ -22,6 +22,15 @@ type Stats struct {
 	BadMessages   uint64 // undecodable or invalid messages dropped
 	UnknownGroups uint64 // messages for a group this node does not have
 
+	Checkpoints      uint64 // checkpoints taken and committed
+	CheckpointErrors uint64 // checkpoints that failed (the log is kept)
+	Installs         uint64 // checkpoints received from a peer and installed
+	SnapSends        uint64 // checkpoint transfers served
+	SnapRecvs        uint64 // checkpoint transfers asked for
+	SnapAborts       uint64 // transfers this node dropped (no progress, bad bytes)
+	SnapBytesSent    uint64
+	SnapBytesRecv    uint64
+
 	// Env is what the environment counted itself (fsyncs, dropped sends,
 	// frames of other clusters or of non-members), when it counts.
 	Env env.Counters
@@ -31,6 +40,9 @@ type counters struct {
 	proposals, timeouts, cancelled, committed, syncs atomic.Uint64
 	msgsSent, bytesSent, msgsRecv, bytesRecv         atomic.Uint64
 	badMessages, unknownGroups                       atomic.Uint64
+	checkpoints, checkpointErrors, installs          atomic.Uint64
+	snapSends, snapRecvs, snapAborts                 atomic.Uint64
+	snapBytesSent, snapBytesRecv                     atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -42,6 +54,9 @@ func (n *Node) Stats() Stats {
 		MsgsSent: c.msgsSent.Load(), BytesSent: c.bytesSent.Load(),
 		MsgsReceived: c.msgsRecv.Load(), BytesReceived: c.bytesRecv.Load(),
 		BadMessages: c.badMessages.Load(), UnknownGroups: c.unknownGroups.Load(),
+		Checkpoints: c.checkpoints.Load(), CheckpointErrors: c.checkpointErrors.Load(), Installs: c.installs.Load(),
+		SnapSends: c.snapSends.Load(), SnapRecvs: c.snapRecvs.Load(), SnapAborts: c.snapAborts.Load(),
+		SnapBytesSent: c.snapBytesSent.Load(), SnapBytesRecv: c.snapBytesRecv.Load(),
 	}
 	if n.env.Counters != nil {
 		s.Env = n.env.Counters()
@@ -56,6 +71,8 @@ type GroupStatus struct {
 	BallotCounter uint64 // the counter of the highest ballot this node promised
 	Chosen        uint64 // every instance up to this one is chosen and known here
 	Executed      uint64 // every instance up to this one is executed here
+	LogStart      uint64 // the lowest instance whose value this node's log may hold; below it, cleaned
+	Checkpoint    uint64 // the instance of the newest checkpoint, 0 if none
 	Queued        int    // proposals waiting for an instance on this node
 	Pending       int    // proposals of this node waiting for their outcome
 }
@@ -63,6 +80,7 @@ type GroupStatus struct {
 // groupStatus is published by the loop after each handler.
 type groupStatus struct {
 	leader, ballot, chosen, executed atomic.Uint64
+	logStart, checkpoint             atomic.Uint64
 	isLeader                         atomic.Bool
 	queued, pending                  atomic.Int64
 }
@@ -77,6 +95,7 @@ func (n *Node) Status(group uint64) (GroupStatus, error) {
 	return GroupStatus{
 		Leader: s.leader.Load(), IsLeader: s.isLeader.Load(), BallotCounter: s.ballot.Load(),
 		Chosen: s.chosen.Load(), Executed: s.executed.Load(),
+		LogStart: s.logStart.Load(), Checkpoint: s.checkpoint.Load(),
 		Queued: int(s.queued.Load()), Pending: int(s.pending.Load()),
 	}, nil
 }
@@ -89,6 +108,8 @@ func (g *group) publish() {
 	s.isLeader.Store(c.IsLeader())
 	s.ballot.Store(c.Promised().Counter)
 	s.chosen.Store(c.ChosenUpto())
+	s.logStart.Store(c.LogStart())
+	s.checkpoint.Store(g.ckpt.last)
 	s.queued.Store(int64(c.Pending()))
 	s.pending.Store(int64(len(g.pending)))
 }
@@ -112,13 +133,17 @@ func (n *Node) NowInstanceID(group uint64) (uint64, error) {
 	return g.status.executed.Load() + 1, nil
 }
 
-// MinChosenInstanceID returns the lowest instance whose value this node
-// still holds, 0 if it holds none. No log is cleaned yet, so it is 1 once
-// anything is executed.
+// MinChosenInstanceID returns the lowest instance whose chosen value this
+// node's log still holds (the log below it was cleaned: a checkpoint covers
+// it), 0 if it holds none yet.
 func (n *Node) MinChosenInstanceID(group uint64) (uint64, error) {
-	now, err := n.NowInstanceID(group)
-	if err != nil || now == 1 {
+	g, err := n.group(group)
+	if err != nil {
 		return 0, err
 	}
-	return 1, nil
+	start, now := g.status.logStart.Load(), g.status.executed.Load()
+	if start > now {
+		return 0, nil
+	}
+	return start, nil
 }

@@ -35,7 +35,14 @@ func (c *Core) onPrepare(m *pb.Message) {
 	}
 	c.promise(b)
 	c.yield(b)
-	c.send(&pb.Message{Type: pb.MsgType_MSG_PROMISE, To: m.From, Ballot: m.Ballot, Entries: c.entriesFrom(m.Instance)})
+	p := &pb.Message{Type: pb.MsgType_MSG_PROMISE, To: m.From, Ballot: m.Ballot, Entries: c.entriesFrom(m.Instance)}
+	if m.Instance <= c.memBase {
+		// Chosen instances from m.Instance to memBase are no longer in
+		// memory: the promise says it starts above them, and the proposer,
+		// which lacks them, catches up before leading.
+		p.Instance = c.memBase + 1
+	}
+	c.send(p)
 }
 
 // onAccept is phase 2b: accept unless promised to a higher ballot.
@@ -53,8 +60,8 @@ func (c *Core) onAccept(m *pb.Message) {
 	ids := make([]uint64, 0, len(m.Entries))
 	var chosen []*pb.Entry
 	for _, e := range m.Entries {
-		if c.tooFar(e.Instance) {
-			continue // no vote: this node must catch up first
+		if c.tooFar(e.Instance) || e.Instance <= c.memBase {
+			continue // no vote: this node must catch up first, or executed it long ago
 		}
 		if old := c.log[e.Instance]; old != nil && old.Chosen {
 			// Already decided: tell the proposer the outcome instead of
@@ -91,6 +98,7 @@ func (c *Core) followLeader(b Ballot) {
 // entriesFrom returns the stored entries from instance from on, in order.
 func (c *Core) entriesFrom(from uint64) []*pb.Entry {
 	var out []*pb.Entry
+	from = max(from, c.memBase+1)
 	if c.maxIndex < from {
 		return nil
 	}

@@ -10,7 +10,7 @@ import (
 // path: one ACCEPT in, one ACCEPTED and one record out, then Ready/Advance.
 func BenchmarkAcceptPath(b *testing.B) {
 	fresh := func() *Core {
-		c, err := New(Config{ID: 2, Peers: []uint64{1, 2, 3}, Rand: func(int) int { return 0 }}, nil, nil)
+		c, err := New(Config{ID: 2, Peers: []uint64{1, 2, 3}, Rand: func(int) int { return 0 }}, State{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func BenchmarkAcceptPath(b *testing.B) {
 // chosen: Propose, its own vote, one follower's ACCEPTED (a majority of
 // three), the chosen notice and the commit.
 func BenchmarkLeaderPath(b *testing.B) {
-	c, err := New(Config{ID: 1, Peers: []uint64{1, 2, 3}, Rand: func(int) int { return 0 }}, nil, nil)
+	c, err := New(Config{ID: 1, Peers: []uint64{1, 2, 3}, Rand: func(int) int { return 0 }}, State{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,22 +11,25 @@ import (
 // catches the breakage. It is for tests only; production leaves it zero.
 type Canary uint8
 
-// The broken variants. CanaryEarlyReply, CanaryIgnoreStorageError and
-// CanaryNoIdentityCheck are implemented by the node runtime, CanaryUseCorrupt by the simulator's
-// disk; the others here.
+// The broken variants. CanaryEarlyReply, CanaryIgnoreStorageError,
+// CanaryNoIdentityCheck and the checkpoint canaries are implemented by the
+// node runtime, CanaryUseCorrupt by the simulator's disk; the others here.
 const (
-	CanaryNone               Canary = iota
-	CanaryIgnorePromise             // acceptors accept ballots below their promise
-	CanaryNoAdopt                   // a new leader ignores values accepted in phase 1
-	CanaryEarlyReply                // messages leave before their records are synced
-	CanaryEarlySelfVote             // a leader counts its own vote before its record is durable
-	CanaryEarlyPrepare              // a prepare leaves before the proposer's own promise is durable
-	CanaryQuorumAll                 // a value needs every member's vote, not a majority's
-	CanaryStaleForward              // a leader takes forwards addressed to an earlier ballot
-	CanaryIgnoreStorageError        // the runtime goes on after a storage write or sync failed
-	CanaryUseCorrupt                // storage hands out records that fail their checksum
-	CanaryNoIdentityCheck           // the runtime starts on storage recorded for another identity
-	CanaryLast               = CanaryNoIdentityCheck
+	CanaryNone                Canary = iota
+	CanaryIgnorePromise              // acceptors accept ballots below their promise
+	CanaryNoAdopt                    // a new leader ignores values accepted in phase 1
+	CanaryEarlyReply                 // messages leave before their records are synced
+	CanaryEarlySelfVote              // a leader counts its own vote before its record is durable
+	CanaryEarlyPrepare               // a prepare leaves before the proposer's own promise is durable
+	CanaryQuorumAll                  // a value needs every member's vote, not a majority's
+	CanaryStaleForward               // a leader takes forwards addressed to an earlier ballot
+	CanaryIgnoreStorageError         // the runtime goes on after a storage write or sync failed
+	CanaryUseCorrupt                 // storage hands out records that fail their checksum
+	CanaryNoIdentityCheck            // the runtime starts on storage recorded for another identity
+	CanaryCleanPastCheckpoint        // the runtime cleans the log past what its checkpoint covers
+	CanaryCheckpointAhead            // a checkpoint claims one instance more than its state holds
+	CanaryNonAtomicInstall           // a received checkpoint cuts the log before it is durable
+	CanaryLast                = CanaryNonAtomicInstall
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes
@@ -35,6 +38,9 @@ const (
 // before leading. It keeps every loop over instances bounded whatever a
 // peer sends.
 const MaxLag = 1 << 16
+
+// DefaultMaxLearnEntries is the default Config.MaxLearnEntries.
+const DefaultMaxLearnEntries = 256
 
 // maxInstance is the largest instance number a message may carry.
 const maxInstance = 1 << 48
@@ -62,6 +68,10 @@ type Config struct {
 	MaxLearnEntries int
 	// MaxQueue bounds the proposals waiting for an instance.
 	MaxQueue int
+	// MemTail is how many executed instances stay in memory to serve
+	// learners; older chosen values are read back from storage (see
+	// LogReads) or, once cleaned, covered by a checkpoint.
+	MemTail int
 
 	// Rand returns a uniformly random integer in [0, n). Every random choice
 	// of the core comes from it.
@@ -87,10 +97,13 @@ func (c *Config) setDefaults() {
 		c.LearnTicks = 20
 	}
 	if c.MaxLearnEntries == 0 {
-		c.MaxLearnEntries = 256
+		c.MaxLearnEntries = DefaultMaxLearnEntries
 	}
 	if c.MaxQueue == 0 {
 		c.MaxQueue = 4096
+	}
+	if c.MemTail == 0 {
+		c.MemTail = 1024
 	}
 }
 
@@ -113,9 +126,19 @@ type inflight struct {
 type Ready struct {
 	HardState *pb.HardState // nil when unchanged; persist after Entries
 	Entries   []*pb.Entry   // records to persist, in order; later ones win
-	MustSync  bool
-	Messages  []*pb.Message
-	Committed []*pb.Entry
+	// CleanBelow, when non-zero, is a clean record to persist after the
+	// hard state: the log below it is no longer needed.
+	CleanBelow uint64
+	MustSync   bool
+	Messages   []*pb.Message
+	Committed  []*pb.Entry
+}
+
+// LogRead asks the driver to read chosen values from storage for a learner
+// (see LogReads and ServeLog).
+type LogRead struct {
+	To   uint64 // the learner
+	From uint64 // first instance to read
 }
 
 // Core is one group's Paxos node. It is not safe for concurrent use.
@@ -137,6 +160,13 @@ type Core struct {
 	bootReady  bool                 // the outstanding Ready carries it
 	applied    uint64               // last instance handed out in Committed
 	maxKnown   uint64               // highest instance any peer mentioned
+	memBase    uint64               // instances <= memBase are not in log: read from storage or cleaned
+	logStart   uint64               // lowest instance storage still holds; below it only a checkpoint
+	clean      uint64               // clean record not yet handed out in a Ready
+	reads      []LogRead            // storage reads not yet handed out
+	reading    map[uint64]bool      // learners with a storage read in flight
+	behind     bool                 // a peer said the values this node needs were cleaned
+	snapFrom   uint64               // that peer, until WantCheckpoint hands it out
 
 	// Proposer state.
 	role        role
@@ -184,25 +214,41 @@ type Stats struct {
 	Chosen, Learned, Conflicts                         uint64
 }
 
-// SplitRecords turns a group's stored records, in write order, into what
-// New takes: the last hard state and the entries in order.
-func SplitRecords(recs []*pb.Record) (*pb.HardState, []*pb.Entry) {
-	var hs *pb.HardState
-	var entries []*pb.Entry
-	for _, r := range recs {
-		if r.HardState != nil {
-			hs = r.HardState
-		}
-		if r.Entry != nil {
-			entries = append(entries, r.Entry)
-		}
-	}
-	return hs, entries
+// State is a group's durable state, what New restores a Core from.
+type State struct {
+	HardState *pb.HardState // the last one stored; nil for a fresh group
+	Entries   []*pb.Entry   // the stored entries above Base, in write order
+	// Base is the instance the checkpoint the driver restored covers: every
+	// instance up to it is chosen and executed. Entries at or below it are
+	// ignored. 0 without a checkpoint.
+	Base uint64
+	// LogStart is the lowest instance whose value storage may still hold
+	// (the latest clean record); 0 or 1 when nothing was cleaned.
+	LogStart uint64
 }
 
-// New restores a Core from its durable state: the last HardState (nil for a
-// fresh group) and every persisted entry in write order.
-func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
+// SplitRecords turns a group's stored records, in write order, into a
+// State: the last hard state, the entries in order, the last clean mark.
+// The caller sets Base.
+func SplitRecords(recs []*pb.Record) State {
+	var st State
+	for _, r := range recs {
+		if r.HardState != nil {
+			st.HardState = r.HardState
+		}
+		if r.Entry != nil {
+			st.Entries = append(st.Entries, r.Entry)
+		}
+		st.LogStart = max(st.LogStart, r.CleanBelow)
+	}
+	return st
+}
+
+// New restores a Core from its durable state. It refuses (ErrCorruptState)
+// a state whose log was cleaned past its checkpoint: instances between
+// Base and LogStart would be lost.
+func New(cfg Config, st State) (*Core, error) {
+	hs, entries := st.HardState, st.Entries
 	cfg.setDefaults()
 	if cfg.ID == 0 || !slices.Contains(cfg.Peers, cfg.ID) {
 		return nil, fmt.Errorf("%w: node %d is not among peers %v", ErrInvalidConfig, cfg.ID, cfg.Peers)
@@ -210,13 +256,16 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 	if cfg.Rand == nil {
 		return nil, fmt.Errorf("%w: no randomness source", ErrInvalidConfig)
 	}
-	if cfg.Window < 1 {
-		return nil, fmt.Errorf("%w: window %d", ErrInvalidConfig, cfg.Window)
+	if cfg.Window < 1 || cfg.MemTail < 1 {
+		return nil, fmt.Errorf("%w: window %d, memory tail %d", ErrInvalidConfig, cfg.Window, cfg.MemTail)
 	}
 	peers := slices.Clone(cfg.Peers)
 	slices.Sort(peers)
 	if len(slices.Compact(slices.Clone(peers))) != len(peers) {
 		return nil, fmt.Errorf("%w: duplicate peers %v", ErrInvalidConfig, cfg.Peers)
+	}
+	if st.LogStart > st.Base+1 {
+		return nil, fmt.Errorf("%w: %w: the log was cleaned below instance %d but the checkpoint covers only up to %d", ErrCorruptState, ErrLogGap, st.LogStart, st.Base)
 	}
 	cfg.Peers = peers
 	quorum := len(peers)/2 + 1
@@ -230,6 +279,9 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 		inflight: map[uint64]*inflight{},
 		bound:    map[uint64]*pb.Value{},
 		fwdSeen:  map[origin]*seenWindow{},
+		reading:  map[uint64]bool{},
+		memBase:  st.Base,
+		logStart: max(st.LogStart, 1),
 	}
 	if hs != nil {
 		c.promised = ballotOf(hs.Promised)
@@ -240,6 +292,7 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 	c.boot++
 	c.hsDirty = true
 	c.maxSeen = c.promised.Counter
+	stored := 0
 	for _, e := range entries {
 		if e == nil || e.Instance == 0 || e.Instance > maxInstance || e.Value == nil {
 			return nil, fmt.Errorf("%w: bad entry %v", ErrCorruptState, e)
@@ -247,20 +300,28 @@ func New(cfg Config, hs *pb.HardState, entries []*pb.Entry) (*Core, error) {
 		if !e.Chosen && ballotOf(e.Ballot).IsZero() {
 			return nil, fmt.Errorf("%w: accepted entry %d without a ballot", ErrCorruptState, e.Instance)
 		}
-		if old := c.log[e.Instance]; old != nil && old.Chosen && !e.Chosen {
-			continue // a chosen record is final
-		}
-		c.log[e.Instance] = e
-		c.maxIndex = max(c.maxIndex, e.Instance)
 		if b := ballotOf(e.Ballot); b.Counter > c.maxSeen {
 			c.maxSeen = b.Counter
 		}
+		if e.Instance <= st.Base {
+			continue // the checkpoint covers it
+		}
+		if old := c.log[e.Instance]; old != nil && old.Chosen && !e.Chosen {
+			continue // a chosen record is final
+		}
+		if c.log[e.Instance] == nil {
+			stored++
+		}
+		c.log[e.Instance] = e
+		c.maxIndex = max(c.maxIndex, e.Instance)
 	}
-	if hs != nil && hs.ChosenUpto > uint64(len(c.log)) {
-		return nil, fmt.Errorf("%w: watermark %d above the %d stored entries", ErrCorruptState, hs.ChosenUpto, len(c.log))
-	}
-	if hs != nil && hs.ChosenUpto > 0 {
-		for i := uint64(1); i <= hs.ChosenUpto; i++ {
+	c.maxIndex = max(c.maxIndex, st.Base)
+	c.chosenUpto, c.applied, c.savedUpto = st.Base, st.Base, st.Base
+	if hs != nil && hs.ChosenUpto > st.Base {
+		if hs.ChosenUpto-st.Base > uint64(stored) {
+			return nil, fmt.Errorf("%w: watermark %d above the %d stored entries after instance %d", ErrCorruptState, hs.ChosenUpto, stored, st.Base)
+		}
+		for i := st.Base + 1; i <= hs.ChosenUpto; i++ {
 			e := c.log[i]
 			if e == nil {
 				return nil, fmt.Errorf("%w: watermark says instance %d of %d is chosen, but it has no record", ErrCorruptState, i, hs.ChosenUpto)
@@ -313,6 +374,33 @@ func (c *Core) IsLeader() bool { return c.role == leading }
 // Promised returns the highest ballot this node's acceptor promised.
 func (c *Core) Promised() Ballot { return c.promised }
 
+// Applied returns the last instance handed out in Committed (or covered by
+// the checkpoint the core was restored or installed from).
+func (c *Core) Applied() uint64 { return c.applied }
+
+// LogStart returns the lowest instance whose chosen value this node's
+// storage may still hold; below it the log was cleaned.
+func (c *Core) LogStart() uint64 { return c.logStart }
+
+// MemBase returns the highest instance no longer held in memory.
+func (c *Core) MemBase() uint64 { return c.memBase }
+
+// LogLen returns how many instances the core holds in memory.
+func (c *Core) LogLen() int { return len(c.log) }
+
+// Behind reports whether a peer said the values this node needs next were
+// cleaned from its log: only a checkpoint can bring this node forward.
+func (c *Core) Behind() bool { return c.behind }
+
+// WantCheckpoint returns a peer that told this node its log was cleaned
+// past what this node needs, once per such answer, or 0: the driver should
+// fetch a checkpoint from it and Install it.
+func (c *Core) WantCheckpoint() uint64 {
+	p := c.snapFrom
+	c.snapFrom = 0
+	return p
+}
+
 // Pending returns how many proposals wait for an instance here.
 func (c *Core) Pending() int { return len(c.queue) }
 
@@ -329,6 +417,17 @@ func (c *Core) Cancel(seq uint64) bool {
 	for i, v := range c.queue {
 		if v.Node == c.cfg.ID && v.Boot == c.boot && v.Seq == seq {
 			c.queue = append(c.queue[:i:i], c.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// Queued reports whether this incarnation's proposal seq still waits in
+// the queue, neither bound to an instance nor forwarded.
+func (c *Core) Queued(seq uint64) bool {
+	for _, v := range c.queue {
+		if v.Node == c.cfg.ID && v.Boot == c.boot && v.Seq == seq {
 			return true
 		}
 	}
@@ -359,7 +458,7 @@ func (c *Core) HasReady() bool {
 		return false
 	}
 	return c.hsDirty || len(c.entries) > 0 || len(c.msgs) > 0 || len(c.selfVotes) > 0 ||
-		c.chosenUpto > c.applied || c.chosenUpto > c.savedUpto
+		c.chosenUpto > c.applied || c.chosenUpto > c.savedUpto || c.clean != 0
 }
 
 // Ready hands out the pending output. Call Advance once it is handled.
@@ -377,7 +476,9 @@ func (c *Core) Ready() Ready {
 			rd.MustSync = true
 		}
 	}
+	rd.CleanBelow, c.clean = c.clean, 0
 	rd.Committed = c.Committed()
+	c.compact()
 	c.entries, c.msgs = nil, nil
 	c.pendingSelf, c.selfVotes = c.selfVotes, nil
 	c.outstanding = true
@@ -505,6 +606,10 @@ func (c *Core) step(m *pb.Message) {
 	case pb.MsgType_MSG_REJECT:
 		c.onReject(m)
 	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_RESP:
+		if m.Type == pb.MsgType_MSG_LEARN_RESP && len(m.Entries) == 0 && m.LogStart > c.chosenUpto+1 {
+			// The peer cleaned what this node needs next.
+			c.behind, c.snapFrom = true, m.From
+		}
 		for _, e := range m.Entries {
 			if !e.ByBallot {
 				c.learn(e.Instance, e.Value)
@@ -585,7 +690,97 @@ func (c *Core) Committed() []*pb.Entry {
 		out = append(out, c.log[i])
 	}
 	c.applied = c.chosenUpto
+	c.compact()
 	return out
+}
+
+// compact drops from memory the executed instances older than the memory
+// tail. Only instances whose chosen record was handed out in a Ready (and
+// so written before any later storage read) go: a learner asking for them
+// is served from storage.
+func (c *Core) compact() {
+	upto := min(c.applied, c.savedUpto)
+	for c.memBase+uint64(c.cfg.MemTail) < upto {
+		c.memBase++
+		delete(c.log, c.memBase)
+	}
+}
+
+// Clean records that the log below instance below is no longer needed: a
+// durable checkpoint covers it. The clean record goes out in the next Ready;
+// learners that need older instances are then told to fetch a checkpoint.
+// The driver must not clean past the checkpoint (below-1 must be covered);
+// Clean ignores a mark at or under the current one.
+func (c *Core) Clean(below uint64) {
+	if below <= c.logStart {
+		return
+	}
+	c.logStart, c.clean = below, below
+}
+
+// Install moves the core past a checkpoint the driver has made durable and
+// restored into the state machines: every instance up to at is chosen and
+// executed. The core drops what it held of them, never votes on them again,
+// and hands out Committed from at+1; a leader steps down (its instances may
+// be among them). It reports false, changing nothing, if at is not beyond
+// what the core executed already.
+func (c *Core) Install(at uint64) bool {
+	if at <= c.applied {
+		return false
+	}
+	if c.role != follower {
+		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+	}
+	for i := range c.log {
+		if i <= at {
+			delete(c.log, i)
+		}
+	}
+	for i := range c.bound {
+		if i <= at {
+			delete(c.bound, i) // its outcome is inside the checkpoint: unknown here
+		}
+	}
+	c.memBase, c.applied = at, at
+	c.chosenUpto = max(c.chosenUpto, at)
+	c.maxIndex, c.maxKnown = max(c.maxIndex, at), max(c.maxKnown, at)
+	c.behind = false
+	c.Clean(at + 1)
+	c.advanceChosen()
+	c.flush()
+	return true
+}
+
+// LogReads hands out the storage reads learners need: for each, read the
+// chosen values from From on (about MaxLearnEntries entries and
+// MaxLearnBytes bytes) and pass them to ServeLog. Like Early, it may be
+// called at any time.
+func (c *Core) LogReads() []LogRead {
+	r := c.reads
+	c.reads = nil
+	return r
+}
+
+// ServeLog answers the learner of a LogRead with the entries storage
+// returned from instance from on (nil if the read failed). Only a
+// contiguous run of chosen instances is sent.
+func (c *Core) ServeLog(to, from uint64, entries []*pb.Entry) {
+	delete(c.reading, to)
+	var out []*pb.Entry
+	next := from
+	for _, e := range entries {
+		if e == nil || e.Instance != next || e.Value == nil || next > c.savedUpto || next < c.logStart {
+			break
+		}
+		out = append(out, &pb.Entry{Instance: next, Value: e.Value, Chosen: true})
+		next++
+	}
+	m := &pb.Message{Type: pb.MsgType_MSG_LEARN_RESP, To: to, Entries: out}
+	if len(out) == 0 {
+		m.LogStart = c.logStart
+	}
+	c.send(m)
+	c.flush()
 }
 
 // Early hands out the messages that may leave at once, before the pending

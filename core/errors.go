@@ -4,6 +4,9 @@ import "errors"
 
 // Errors returned by Step and New. Callers test them with errors.Is.
 var (
+	// ErrLogGap means a state whose log was cleaned past its checkpoint:
+	// the instances between them are lost. It comes with ErrCorruptState.
+	ErrLogGap = errors.New("core: log cleaned past the checkpoint")
 	// ErrInvalidMessage means a message failed validation; it was dropped.
 	ErrInvalidMessage = errors.New("core: invalid message")
 	// ErrNotMember means a message came from a node outside the group.

@@ -30,7 +30,7 @@ func fuzzConfig(id uint64) core.Config {
 }
 
 func fuzzCore(tb testing.TB) *core.Core {
-	c, err := core.New(fuzzConfig(1), nil, nil)
+	c, err := core.New(fuzzConfig(1), core.State{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func fuzzDrain(tb testing.TB, c *core.Core, applied *uint64, strict bool) {
 		if !slices.Contains(fuzzPeers, m.To) {
 			tb.Fatalf("node %d sends a misaddressed message %v", c.ID(), m)
 		}
-		peer, err := core.New(fuzzConfig(m.To), nil, nil)
+		peer, err := core.New(fuzzConfig(m.To), core.State{})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -322,8 +322,9 @@ func FuzzNewFromRecords(f *testing.F) {
 		if !ok {
 			return
 		}
-		hs, entries := core.SplitRecords(recs)
-		c, err := core.New(fuzzConfig(1), hs, entries)
+		st := core.SplitRecords(recs)
+		hs, entries := st.HardState, st.Entries
+		c, err := core.New(fuzzConfig(1), st)
 		if err != nil {
 			if !errors.Is(err, core.ErrCorruptState) {
 				t.Fatalf("New returned an unexpected error: %v", err)

@@ -14,8 +14,8 @@ func SameProposal(a, b *pb.Value) bool {
 
 // learn records that instance i is chosen with v.
 func (c *Core) learn(i uint64, v *pb.Value) {
-	if c.tooFar(i) {
-		return // learned later, in order, by learn requests
+	if c.tooFar(i) || i <= c.memBase {
+		return // learned later, in order, by learn requests; or long executed
 	}
 	if old := c.log[i]; old != nil && old.Chosen {
 		if !SameProposal(old.Value, v) {
@@ -46,6 +46,7 @@ func (c *Core) learn(i uint64, v *pb.Value) {
 func (c *Core) advanceChosen() {
 	for e := c.log[c.chosenUpto+1]; e != nil && e.Chosen; e = c.log[c.chosenUpto+1] {
 		c.chosenUpto++
+		c.behind = false
 	}
 }
 
@@ -53,9 +54,21 @@ func (c *Core) advanceChosen() {
 const MaxLearnBytes = 1 << 20
 
 func (c *Core) onLearnReq(m *pb.Message) {
+	from := max(m.Instance, 1)
+	if from <= c.memBase && from <= c.chosenUpto {
+		switch {
+		case from < c.logStart:
+			// Cleaned: the learner needs a checkpoint.
+			c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_RESP, To: m.From, LogStart: c.logStart})
+		case !c.reading[m.From]:
+			c.reading[m.From] = true
+			c.reads = append(c.reads, LogRead{To: m.From, From: from})
+		}
+		return
+	}
 	var entries []*pb.Entry
 	size := 0
-	for i := max(m.Instance, 1); i <= c.chosenUpto && len(entries) < c.cfg.MaxLearnEntries && size < MaxLearnBytes; i++ {
+	for i := from; i <= c.chosenUpto && len(entries) < c.cfg.MaxLearnEntries && size < MaxLearnBytes; i++ {
 		entries = append(entries, c.log[i])
 		size += len(c.log[i].Value.Data)
 	}
@@ -86,7 +99,7 @@ func (c *Core) tickLearner() {
 	// quorum did not see that instance, and no new value reaches it): run
 	// phase 1, which decides the instance either way.
 	stuck := c.leader == 0 || len(c.bound) > 0
-	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && stuck && c.backoff == 0 {
+	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && stuck && c.backoff == 0 && !c.behind {
 		c.stuckTicks = 0
 		c.startPrepare()
 	}

@@ -116,7 +116,7 @@ func (c *propCluster) start(nd *propNode) {
 		}
 	}
 	nd.boots++
-	cr, err := core.New(c.config(nd), hs, entries)
+	cr, err := core.New(c.config(nd), core.State{HardState: hs, Entries: entries})
 	if err != nil {
 		c.t.Fatalf("node %d: restore from %d durable records: %v", nd.id, len(nd.durable), err)
 	}

@@ -38,6 +38,13 @@ func (c *Core) onPromise(m *pb.Message) {
 	if c.role != preparing || ballotOf(m.Ballot) != c.ballot || slices.Contains(c.promises, m.From) {
 		return
 	}
+	if m.Instance > c.prepareFrom {
+		// The acceptor executed and dropped instances this node lacks:
+		// catch up before leading.
+		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+		c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: m.From, Instance: c.chosenUpto + 1})
+		return
+	}
 	for _, e := range m.Entries {
 		if e.Instance > c.prepareFrom-1+MaxLag {
 			// Too far behind to lead: catch up from this peer first.
@@ -174,7 +181,7 @@ func (c *Core) dispatch() {
 			c.Stats.Forwards++
 			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Ballot: c.leaderBallot.pb(), Values: c.queue})
 			c.queue = nil
-		} else if c.backoff == 0 {
+		} else if c.backoff == 0 && !c.behind {
 			c.startPrepare()
 		}
 	}

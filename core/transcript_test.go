@@ -479,8 +479,7 @@ func (h *trHarness) start(nd *trNode) {
 	cfg := h.cfg
 	cfg.ID = nd.id
 	cfg.Peers = slices.Clone(h.cfg.Peers)
-	hs, entries := core.SplitRecords(nd.durable)
-	c, err := core.New(cfg, hs, entries)
+	c, err := core.New(cfg, core.SplitRecords(nd.durable))
 	if err != nil {
 		h.fatalf("node %d: New from %d durable records: %v", nd.id, len(nd.durable), err)
 	}

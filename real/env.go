@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"path/filepath"
 	"slices"
 	"sync"
 
@@ -25,7 +26,10 @@ type Config struct {
 	// port must be that of Peers[ID], and its host too unless it is a
 	// wildcard (0.0.0.0, ::, empty).
 	ListenAddr string
-	DataDir    string // goleveldb directory, created if missing
+	// DataDir is the goleveldb directory, created if missing; checkpoints
+	// are kept in its subdirectory "checkpoints" (goleveldb ignores
+	// names it does not use).
+	DataDir string
 	// NoSync skips fsync. A machine that loses power may then forget
 	// promises and votes, which can break agreement: tests and benchmarks
 	// only.
@@ -73,10 +77,11 @@ func (cfg Config) Validate() error {
 	return nil
 }
 
-// Open builds the production environment of one node: it opens storage in
-// DataDir and listens on ListenAddr. The node it is given to owns it; its
-// Close stops the loop (after the handlers already posted), the transport
-// and the storage.
+// Open builds the production environment of one node: it opens storage and
+// the checkpoint store in DataDir and listens on ListenAddr. The node it is
+// given to owns it; its Close refuses new Worker jobs, stops the loop (after
+// the handlers already posted), waits for the running jobs, then closes the
+// transport and the storage.
 func Open(cfg Config) (env.Env, error) {
 	if err := cfg.Validate(); err != nil {
 		return env.Env{}, err
@@ -91,6 +96,12 @@ func Open(cfg Config) (env.Env, error) {
 	if err != nil {
 		return env.Env{}, fmt.Errorf("%w: %w", paxos.ErrStorage, err)
 	}
+	// After storage.Open, which locks DataDir against other processes.
+	ckpts, err := storage.OpenCheckpoints(filepath.Join(cfg.DataDir, "checkpoints"), !cfg.NoSync, cfg.Logger)
+	if err != nil {
+		st.Close()
+		return env.Env{}, fmt.Errorf("%w: %w", paxos.ErrStorage, err)
+	}
 	tr, err := transport.New(transport.Config{
 		ID: cfg.ID, ListenAddr: cfg.ListenAddr, Peers: cfg.Peers, ClusterID: cfg.ClusterID, Logger: cfg.Logger,
 	})
@@ -99,17 +110,22 @@ func Open(cfg Config) (env.Env, error) {
 		return env.Env{}, err
 	}
 	loop := NewLoop()
+	worker := NewWorker(loop)
 	var once sync.Once
 	var closeErr error
 	return env.Env{
-		Loop:      loop,
-		Clock:     NewClock(loop),
-		Transport: loopTransport{tr, loop},
-		Storage:   loopStorage{st, loop},
-		Rand:      NewRand(),
+		Loop:        loop,
+		Clock:       NewClock(loop),
+		Transport:   loopTransport{tr, loop},
+		Storage:     loopStorage{st, loop},
+		Rand:        NewRand(),
+		Checkpoints: ckpts,
+		Worker:      worker,
 		Close: func() error {
 			once.Do(func() {
+				worker.Close() // refuse new jobs first: the loop's last handlers may start some
 				loop.Stop()
+				worker.Wait() // jobs may still use the transport and the storage
 				closeErr = errors.Join(tr.Close(), st.Close())
 			})
 			return closeErr
@@ -160,16 +176,70 @@ func (l loopTransport) Start(recv func(msg []byte)) {
 	l.t.Start(func(_ uint64, msg []byte) { l.loop.Post(func() { recv(msg) }) })
 }
 
-// loopStorage runs Sync's callback on the node's loop, as env requires.
+// loopStorage runs the callbacks of Sync and Read on the node's loop, as
+// env requires.
 type loopStorage struct {
 	s    *storage.Storage
 	loop *Loop
 }
 
-func (l loopStorage) Identity() (*pb.Identity, error)         { return l.s.Identity() }
-func (l loopStorage) SetIdentity(id *pb.Identity) error       { return l.s.SetIdentity(id) }
-func (l loopStorage) Load(group uint64) ([]*pb.Record, error) { return l.s.Load(group) }
-func (l loopStorage) Write(recs []*pb.Record) error           { return l.s.Write(recs) }
+func (l loopStorage) Identity() (*pb.Identity, error)   { return l.s.Identity() }
+func (l loopStorage) SetIdentity(id *pb.Identity) error { return l.s.SetIdentity(id) }
+func (l loopStorage) Load(group, from uint64) ([]*pb.Record, error) {
+	return l.s.Load(group, from)
+}
+func (l loopStorage) Write(recs []*pb.Record) error { return l.s.Write(recs) }
 func (l loopStorage) Sync(done func(error)) {
 	l.s.Sync(func(err error) { l.loop.Post(func() { done(err) }) })
 }
+func (l loopStorage) Read(group, from uint64, maxEntries, maxBytes int, done func([]*pb.Entry, error)) {
+	l.s.Read(group, from, maxEntries, maxBytes, func(ents []*pb.Entry, err error) {
+		l.loop.Post(func() { done(ents, err) })
+	})
+}
+
+// Worker runs jobs on goroutines of their own and posts their done
+// callbacks to a loop. It implements env.Worker.
+type Worker struct {
+	loop    *Loop
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
+}
+
+var _ env.Worker = (*Worker)(nil)
+
+// NewWorker returns a Worker whose callbacks run on loop.
+func NewWorker(loop *Loop) *Worker { return &Worker{loop: loop} }
+
+// Go runs job on a new goroutine, then posts done(job's error) to the
+// loop. After Close it does nothing: neither job nor done runs. done is
+// dropped if the loop has stopped by the time job returns.
+func (w *Worker) Go(job func() error, done func(error)) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.running.Add(1)
+	w.mu.Unlock()
+	go func() {
+		defer w.running.Done()
+		err := job()
+		if done != nil {
+			w.loop.Post(func() { done(err) })
+		}
+	}()
+}
+
+// Close makes later calls to Go do nothing. It does not wait for the jobs
+// already running; Wait does.
+func (w *Worker) Close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+}
+
+// Wait waits for the jobs started before Close to return. It must follow
+// Close.
+func (w *Worker) Wait() { w.running.Wait() }

@@ -28,6 +28,9 @@ func TestCanaries(t *testing.T) {
 		{"runtime ignores storage errors", core.CanaryIgnoreStorageError, "storage", 30},
 		{"storage hands out corrupt records", core.CanaryUseCorrupt, "corruption", 30},
 		{"runtime skips the identity check", core.CanaryNoIdentityCheck, "identity", 30},
+		{"cleaner deletes past the checkpoint", core.CanaryCleanPastCheckpoint, "restore", 60},
+		{"checkpoint claims an instance more than it holds", core.CanaryCheckpointAhead, "state", 60},
+		{"install is not atomic", core.CanaryNonAtomicInstall, "restore", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -1,8 +1,10 @@
 package sim
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -106,7 +108,56 @@ func (e *nodeEnv) SetIdentity(id *pb.Identity) error {
 	return nil
 }
 
-func (e *nodeEnv) Load(group uint64) ([]*pb.Record, error) { return e.n.disk.load(group) }
+func (e *nodeEnv) Load(group, from uint64) ([]*pb.Record, error) { return e.n.disk.load(group, from) }
+
+// Read serves a learner from the disk after a short delay, as a storage
+// read off the loop would. A read below the clean mark means the node
+// needed what it cleaned.
+func (e *nodeEnv) Read(group, from uint64, maxEntries, maxBytes int, done func([]*pb.Entry, error)) {
+	e.checkStopped("read")
+	if mark := e.n.disk.mark(group, e.n.disk.size); from < mark {
+		e.r.failCheck("cleaning", "node %d group %d read its log from instance %d, below its clean mark %d", e.n.id, group, from, mark)
+		return
+	}
+	e.r.stats.StorageReads++
+	e.r.w.after(e.r.w.between(10*time.Microsecond, time.Millisecond), func() {
+		if e.alive() {
+			es := e.n.disk.read(group, from, maxEntries, maxBytes)
+			e.Post(func() { done(es, nil) })
+		}
+	})
+}
+
+// Go runs a job off the loop: at a random later time (or never, if the
+// process ends first), the job runs and its done is posted. Sometimes the
+// node crashes while the job runs, which is where checkpoints break.
+func (e *nodeEnv) Go(job func() error, done func(error)) {
+	r := e.r
+	d := r.w.between(r.opts.CkptLatency/20, r.opts.CkptLatency)
+	r.crashSoon(e, r.opts.CkptCrashRate, d, "while a checkpoint job runs")
+	r.w.after(d, func() {
+		if e.alive() && !e.closed {
+			err := job()
+			e.Post(func() { done(err) })
+		}
+	})
+}
+
+// crashSoon crashes e's node within d, with chance p, during the safety
+// phase; it restarts later.
+func (r *run) crashSoon(e *nodeEnv, p float64, d time.Duration, why string) {
+	if r.w.now >= r.healAt || !r.w.chance(p) {
+		return
+	}
+	r.w.after(r.w.between(0, d), func() {
+		if e.alive() && r.w.now < r.healAt {
+			r.stats.CkptCrashes++
+			r.w.tracef("n%d crash %s", e.n.id, why)
+			r.crash(e.n)
+			r.w.after(r.w.between(time.Millisecond, r.opts.MaxDown), func() { r.restart(e.n) })
+		}
+	})
+}
 
 // errInjected is the storage failure the simulator injects.
 var errInjected = errors.New("sim: injected storage failure")
@@ -138,6 +189,7 @@ func (e *nodeEnv) Sync(done func(error)) {
 		e.r.stats.Syncs++
 		e.n.synced = true
 		e.n.disk.durable = max(e.n.disk.durable, upto)
+		e.n.disk.clean()
 		done(nil)
 	})
 }
@@ -176,6 +228,66 @@ func (e *nodeEnv) close() error {
 
 func (e *nodeEnv) IntN(n int) int { return e.r.w.rng.IntN(n) }
 
+// The checkpoint store of the node's disk.
+
+func (e *nodeEnv) Latest(group uint64) (uint64, error) { return e.n.disk.ckpts[group].instance, nil }
+
+func (e *nodeEnv) Create(group, instance uint64) (env.CheckpointWriter, error) {
+	if e.r.w.chance(e.r.opts.CkptErrorRate) {
+		e.r.stats.CkptErrors++
+		return nil, errInjected
+	}
+	return &ckptWriter{e: e, group: group, instance: instance}, nil
+}
+
+func (e *nodeEnv) Open(group, instance uint64) (io.ReadCloser, error) {
+	c, ok := e.n.disk.ckpts[group]
+	if !ok || c.instance != instance {
+		return nil, fmt.Errorf("sim: group %d has no checkpoint %d", group, instance)
+	}
+	return readerAt{bytes.NewReader(c.data)}, nil
+}
+
+type readerAt struct{ *bytes.Reader }
+
+func (readerAt) Close() error { return nil }
+
+// ckptWriter is a checkpoint being written: nothing of it is on the disk
+// until Commit.
+type ckptWriter struct {
+	e               *nodeEnv
+	group, instance uint64
+	buf             []byte
+	done            bool
+}
+
+func (w *ckptWriter) Write(p []byte) (int, error) {
+	w.buf = append(w.buf, p...)
+	return len(p), nil
+}
+
+func (w *ckptWriter) Commit() error {
+	e := w.e
+	if w.done || !e.alive() {
+		return errors.New("sim: commit of a finished checkpoint or a dead process")
+	}
+	w.done = true
+	if e.r.w.chance(e.r.opts.CkptErrorRate) {
+		e.r.stats.CkptErrors++
+		return errInjected
+	}
+	d := &e.n.disk
+	if d.ckpts == nil {
+		d.ckpts = map[uint64]diskCkpt{}
+	}
+	if cur, ok := d.ckpts[w.group]; !ok || cur.instance < w.instance {
+		d.ckpts[w.group] = diskCkpt{w.instance, w.buf}
+	}
+	return nil
+}
+
+func (w *ckptWriter) Abort() { w.done = true }
+
 // start boots a new incarnation of n on its disk.
 func (r *run) start(n *simNode) {
 	n.inc++
@@ -188,14 +300,33 @@ func (r *run) start(n *simNode) {
 	n.sm = kvsm.New()
 	n.lastExec = make([]uint64, r.opts.Groups)
 	e := &nodeEnv{r: r, n: n, inc: n.inc}
-	opts := r.nodeOptions(n.id, env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: e.close})
+	opts := r.nodeOptions(n.id, env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: e.close, Checkpoints: e, Worker: e})
 	testhooks.Attach(&opts, testhooks.Hooks{
 		OnCommit: func(group, instance uint64, v *pb.Value) {
 			if e.alive() {
 				r.onCommit(n, group, instance, v)
 			}
 		},
-		Canary: r.opts.Canary,
+		OnRestore: func(group, instance uint64) {
+			r.stats.Restores++
+			r.onJump(n, "restored", group, instance)
+		},
+		OnInstall: func(group, instance uint64) {
+			if e.alive() {
+				r.stats.Installs++
+				r.onJump(n, "installed", group, instance)
+				r.crashSoon(e, max(r.opts.CkptCrashRate, 0.3), 500*time.Millisecond, "after installing a checkpoint")
+			}
+		},
+		OnCheckpoint: func(group, instance uint64) {
+			if e.alive() {
+				r.stats.Checkpoints++
+				r.w.tracef("n%d g%d checkpoint %d", n.id, group, instance)
+				r.stats.MaxLiveBytes = max(r.stats.MaxLiveBytes, uint64(n.disk.liveBytes()))
+			}
+		},
+		MemTail: r.opts.MemTail,
+		Canary:  r.opts.Canary,
 	})
 	if n.inc > 1 && r.w.chance(0.1) {
 		r.tryMisconfigured(n, opts)
@@ -210,6 +341,12 @@ func (r *run) start(n *simNode) {
 	}
 	if err != nil {
 		n.up = false
+		if errors.Is(err, core.ErrCorruptState) {
+			// The disk and the checkpoint store disagree: a log cleaned
+			// past the checkpoint, a watermark without its entries.
+			r.failCheck("restore", "node %d: restart: %v", n.id, err)
+			return
+		}
 		r.failf("node %d: restart: %v", n.id, err)
 		return
 	}
@@ -305,6 +442,9 @@ func (r *run) nodeOptions(id uint64, e env.Env) paxos.Options {
 		Window:         r.opts.Window,
 		ProposeTimeout: proposeTimeout,
 		Logger:         discard,
+
+		CheckpointInterval: r.opts.CheckpointInterval,
+		HoldCount:          r.opts.HoldCount,
 	}
 }
 

@@ -35,6 +35,25 @@ type disk struct {
 	bad           error  // corruption open found in the synced prefix
 	corruptRecord int    // start of the record with a flipped bit, -1 if none
 	corruptBytes  []byte // its encoding, with the bit flipped
+
+	// marks are the clean records, in order; entries below a group's
+	// synced mark are removed from recs (cleaned holds how far).
+	marks   []diskMark
+	cleaned map[uint64]uint64
+	// ckpts holds each group's newest committed checkpoint. A commit is
+	// atomic and durable (a rename and fsync); an uncommitted checkpoint
+	// lives only in its writer, and dies with the process.
+	ckpts map[uint64]diskCkpt
+}
+
+type diskMark struct {
+	end          int
+	group, below uint64
+}
+
+type diskCkpt struct {
+	instance uint64
+	data     []byte
 }
 
 // diskRecord is one record, at bytes [start, end).
@@ -54,6 +73,9 @@ func (d *disk) write(recs []*pb.Record) error {
 		start := d.size
 		d.size += frameHeader + proto.Size(r)
 		d.recs = append(d.recs, diskRecord{start, d.size, r})
+		if r.CleanBelow != 0 {
+			d.marks = append(d.marks, diskMark{d.size, r.Group, r.CleanBelow})
+		}
 		if e := r.Entry; e != nil {
 			if d.slots == nil {
 				d.slots = map[slot][]diskEntry{}
@@ -88,6 +110,11 @@ func (d *disk) truncate(n int) {
 	clear(d.recs[k:])
 	d.recs = d.recs[:k]
 	d.size = n
+	m := len(d.marks)
+	for m > 0 && d.marks[m-1].end > n {
+		m--
+	}
+	d.marks = d.marks[:m]
 	for s, es := range d.slots {
 		k := len(es)
 		for k > 0 && es[k-1].end > n {
@@ -181,14 +208,17 @@ func (d *disk) records(entries, hardStates bool) []int {
 	return offs
 }
 
-// load returns the records of group, in write order. A record with a
-// flipped bit is decoded from its damaged bytes: only the canary that skips
-// checksums gets that far.
-func (d *disk) load(group uint64) ([]*pb.Record, error) {
+// load returns the records of group, in write order, as env.Storage.Load
+// does: hard states, the clean record with the highest mark, and the
+// entries at or above from and the mark. A record with a flipped bit is
+// decoded from its damaged bytes: only the canary that skips checksums
+// gets that far.
+func (d *disk) load(group, from uint64) ([]*pb.Record, error) {
 	if d.bad != nil {
 		return nil, d.bad
 	}
-	var out []*pb.Record
+	var all []*pb.Record
+	mark := uint64(0)
 	for _, rec := range d.recs {
 		r := rec.r
 		if rec.start == d.corruptRecord {
@@ -198,8 +228,88 @@ func (d *disk) load(group uint64) ([]*pb.Record, error) {
 			}
 		}
 		if r.Group == group {
+			all = append(all, r)
+			mark = max(mark, r.CleanBelow)
+		}
+	}
+	out := all[:0]
+	for _, r := range all {
+		switch {
+		case r.CleanBelow != 0 && r.CleanBelow < mark:
+		case r.Entry != nil && (r.Entry.Instance < from || r.Entry.Instance < mark):
+		default:
 			out = append(out, r)
 		}
 	}
 	return out, nil
+}
+
+// mark returns the group's highest clean mark among the first upto bytes.
+func (d *disk) mark(group uint64, upto int) uint64 {
+	m := uint64(0)
+	for _, k := range d.marks {
+		if k.end <= upto && k.group == group {
+			m = max(m, k.below)
+		}
+	}
+	return m
+}
+
+// read returns the latest written entry of each instance from from on, as
+// env.Storage.Read does.
+func (d *disk) read(group, from uint64, maxEntries, maxBytes int) []*pb.Entry {
+	var out []*pb.Entry
+	size := 0
+	if from < d.mark(group, d.size) {
+		return nil
+	}
+	for i := from; len(out) < maxEntries && size < maxBytes; i++ {
+		e := d.latest(group, i, d.size, nil)
+		if e == nil {
+			break
+		}
+		out = append(out, e)
+		size += len(e.Value.GetData())
+	}
+	return out
+}
+
+// clean removes the entries below every synced clean mark, as a storage
+// that deletes behind its marks would.
+func (d *disk) clean() {
+	for _, k := range d.marks {
+		if k.end > d.durable || k.below <= d.cleaned[k.group] {
+			continue
+		}
+		if d.cleaned == nil {
+			d.cleaned = map[uint64]uint64{}
+		}
+		d.cleaned[k.group] = k.below
+		recs := d.recs[:0]
+		for j, rec := range d.recs {
+			// The last record stays: open finds the log's end by it.
+			if e := rec.r.Entry; e == nil || rec.r.Group != k.group || e.Instance >= k.below || rec.start == d.corruptRecord || j == len(d.recs)-1 {
+				recs = append(recs, rec)
+			}
+		}
+		clear(d.recs[len(recs):])
+		d.recs = recs
+		for s := range d.slots {
+			if s.group == k.group && s.instance < k.below {
+				delete(d.slots, s)
+			}
+		}
+	}
+}
+
+// liveBytes is the disk space the records take.
+func (d *disk) liveBytes() int {
+	n := 0
+	for _, rec := range d.recs {
+		n += rec.end - rec.start
+	}
+	for _, c := range d.ckpts {
+		n += len(c.data)
+	}
+	return n
 }

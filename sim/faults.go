@@ -157,6 +157,19 @@ func (r *run) keepAway() {
 	}
 }
 
+// longDown crashes a random node and restarts it well before the heal,
+// after the others have moved on by many instances.
+func (r *run) longDown() {
+	n := r.nodes[r.w.rng.IntN(len(r.nodes))]
+	if !n.up {
+		return
+	}
+	r.stats.LongDowns++
+	r.w.tracef("n%d long down", n.id)
+	r.crash(n)
+	r.w.at(r.w.between(r.healAt/2, r.healAt*4/5), func() { r.restart(n) })
+}
+
 // recrash crashes n again soon after a restart, before its first sync has
 // completed when it is quick enough.
 func (r *run) recrash(n *simNode) {

@@ -141,6 +141,10 @@ func (r *run) noteDelivered(n *simNode, m *pb.Message) {
 			return
 		}
 	}
+	if m.Instance > p.from {
+		p.aborted = true // the acceptor dropped instances the proposer lacks: it catches up first
+		return
+	}
 	for _, e := range m.Entries {
 		if e.Instance > p.from-1+core.MaxLag {
 			p.aborted = true

@@ -65,6 +65,24 @@ type Options struct {
 	FlapRate    float64
 	RecrashRate float64
 
+	// The log's life cycle: a checkpoint every CheckpointInterval
+	// instances (0: the library default, beyond a short run) with
+	// HoldCount instances of log kept below it, MemTail executed instances
+	// kept in memory (0: the default). Checkpoint jobs (taking, sending,
+	// receiving, installing) take up to CkptLatency; while one runs the
+	// node crashes with chance CkptCrashRate, and each checkpoint store
+	// operation fails with chance CkptErrorRate.
+	CheckpointInterval int
+	HoldCount          int
+	MemTail            int
+	CkptLatency        time.Duration
+	CkptCrashRate      float64
+	CkptErrorRate      float64
+	// LongDown crashes one node early in the safety phase and keeps it
+	// down for most of it, so it comes back behind the cleaned log while
+	// faults still fire: checkpoint transfers then meet crashes.
+	LongDown bool
+
 	SafetyTime   time.Duration // faults on
 	SettleTime   time.Duration // after healing, before liveness is demanded
 	LivenessTime time.Duration // clients must succeed
@@ -127,14 +145,25 @@ func Derive(seed uint64, nodes, groups int) Options {
 	o.LateRate = some(0.5, 0.01)
 	o.FlapRate = some(0.5, 0.6)
 	o.RecrashRate = some(0.5, 0.5)
+	if r.Float64() < 0.6 {
+		o.CheckpointInterval = 1 + r.IntN(100)
+		o.HoldCount = 1 + r.IntN(40)
+	}
+	if r.Float64() < 0.4 || o.CheckpointInterval > 0 && r.Float64() < 0.6 {
+		o.MemTail = 1 + r.IntN(32)
+	}
+	o.CkptLatency = time.Duration(100+r.IntN(20000)) * time.Microsecond
+	o.CkptCrashRate = some(0.5, 0.2)
+	o.CkptErrorRate = some(0.6, 0.05)
+	o.LongDown = r.Float64() < 0.3
 	if r.Float64() < 0.005 {
 		// A long run: minutes of simulated time, tens of thousands of
 		// instances, so slow leaks and late bugs have room to show.
 		o.SafetyTime = time.Duration(60+r.IntN(60)) * time.Second
 		o.Clients, o.ThinkTime = 32, time.Duration(1+r.IntN(3))*time.Millisecond
 		o.Keys = 32 // spread over more keys, the history stays checkable
-		// Each restart replays the whole log (until checkpoints exist), so
-		// crashes and storage failures come ten times less often here.
+		// A restart without checkpoints replays the whole log, so crashes
+		// and storage failures come ten times less often here.
 		o.CrashRate /= 10
 		o.WriteErrorRate /= 10
 		o.SyncErrorRate /= 10
@@ -152,6 +181,8 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, "  storage: write-errors=%.4f sync-errors=%.4f corrupt=%.2f/crash\n", o.WriteErrorRate, o.SyncErrorRate, o.CorruptRate)
 	fmt.Fprintf(&b, "  clocks: drift<=%.3f jumps=%.2f/s maxjump=%v\n", o.ClockDrift, o.ClockJumpRate, o.MaxJump)
 	fmt.Fprintf(&b, "  rare: late=%.4f flaps=%.2f/s recrash=%.2f minority-down=%v\n", o.LateRate, o.FlapRate, o.RecrashRate, o.MinorityDown)
+	fmt.Fprintf(&b, "  log: checkpoint-every=%d hold=%d memtail=%d ckpt-latency<=%v ckpt-crash=%.2f ckpt-errors=%.3f long-down=%v\n",
+		o.CheckpointInterval, o.HoldCount, o.MemTail, o.CkptLatency, o.CkptCrashRate, o.CkptErrorRate, o.LongDown)
 	fmt.Fprintf(&b, "  phases: safety=%v settle=%v liveness=%v drain=%v", o.SafetyTime, o.SettleTime, o.LivenessTime, o.DrainTime)
 	if o.Canary != core.CanaryNone {
 		fmt.Fprintf(&b, " canary=%d", o.Canary)

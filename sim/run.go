@@ -31,6 +31,9 @@ type Stats struct {
 	MinorityDown, LateDeliveries, Flaps           uint64
 	ReLeads, LedAfterCutOff, SameCounterPrepares  uint64
 	QuickRecrashes                                uint64
+	Checkpoints, Restores, Installs, Transfers    uint64
+	CkptCrashes, CkptErrors, StorageReads         uint64
+	MaxLiveBytes, LongDowns                       uint64
 	LostBytes                                     uint64
 	Syncs, Commits, Batches                       uint64
 	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
@@ -100,6 +103,7 @@ type run struct {
 	proposed  map[string]struct{}      // every value a client proposed
 	executed  map[string]kvsm.Result   // every client value chosen, with its result
 	oracleSM  *kvsm.Machine            // the KV state machine fed the chosen log, in order
+	digests   [][]uint64               // per group, by instance: oracleSM's state digest after it
 	open      map[int]string           // history id -> value, of operations without a known outcome
 	acked     []ack                    // proposals reported successful
 }
@@ -120,6 +124,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		proposed: map[string]struct{}{},
 		executed: map[string]kvsm.Result{},
 		oracleSM: kvsm.New(),
+		digests:  make([][]uint64, opts.Groups),
 		open:     map[int]string{},
 		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate, opts.LateRate},
 		disks:    diskFaults{opts.WriteErrorRate, opts.SyncErrorRate, opts.CorruptRate},
@@ -133,6 +138,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	}
 	for g := range r.ids {
 		r.ids[g] = map[valueID]uint64{}
+		r.digests[g] = []uint64{r.oracleSM.StateDigest(uint64(g))}
 	}
 	r.healAt = opts.SafetyTime
 	r.liveFrom = r.healAt + opts.SettleTime
@@ -171,6 +177,9 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	r.scheduleFault(opts.PartitionRate, r.partition)
 	r.scheduleFault(opts.ClockJumpRate, r.jumpClock)
 	r.scheduleFault(opts.FlapRate, r.flap)
+	if opts.LongDown {
+		r.w.at(r.w.between(r.healAt/10, r.healAt/4), r.longDown)
+	}
 	r.w.at(r.healAt, r.heal)
 	for r.err == nil && r.w.now < r.end {
 		r.w.runUntil(min(r.w.now+100*time.Millisecond, r.end))
@@ -315,6 +324,7 @@ func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
 		r.failCheck("order", "node %d group %d executed instance %d, expected %d", n.id, g, i, want)
 		return
 	}
+	r.checkDigest(n, "before executing", g, i-1)
 	n.lastExec[g] = i
 	chosen := r.chosen[g]
 	for uint64(len(chosen)) <= i {
@@ -330,15 +340,66 @@ func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
 	chosen[i] = v
 	r.stats.Commits++
 	r.checkDurableQuorum(g, i, v)
-	if v.Noop {
+	if !v.Noop {
+		r.checkProposed(g, i, v)
+		id := valueID{v.Node, v.Boot, v.Seq}
+		if at, dup := r.ids[g][id]; dup {
+			r.failCheck("validity", "group %d: proposal %v chosen at instances %d and %d", g, id, at, i)
+		}
+		r.ids[g][id] = i
+	}
+	r.advanceOracle(g)
+}
+
+// advanceOracle runs the chosen log, in instance order, through the
+// oracle state machine, recording its state digest after every instance
+// and the result of every client value.
+func (r *run) advanceOracle(g uint64) {
+	for i := uint64(len(r.digests[g])); i < uint64(len(r.chosen[g])) && r.chosen[g][i] != nil; i++ {
+		v := r.chosen[g][i]
+		if !v.Noop {
+			items := [][]byte{v.Data}
+			if v.Batch {
+				b := &pb.Batch{}
+				if err := proto.Unmarshal(v.Data, b); err == nil {
+					items = items[:0]
+					for _, it := range b.Items {
+						items = append(items, it.Data)
+					}
+				}
+			}
+			for _, data := range items {
+				out, _ := r.oracleSM.Execute(g, i, data, nil)
+				r.executed[string(data)] = out.(kvsm.Result)
+			}
+		}
+		r.digests[g] = append(r.digests[g], r.oracleSM.StateDigest(g))
+	}
+}
+
+// checkDigest compares node n's state of group g, which holds every
+// instance up to i, with the oracle's after instance i, when the oracle
+// got that far.
+func (r *run) checkDigest(n *simNode, when string, g, i uint64) {
+	if i < uint64(len(r.digests[g])) {
+		if d, want := n.sm.StateDigest(g), r.digests[g][i]; d != want {
+			r.failCheck("state", "node %d group %d: state digest %x %s instance %d, the chosen log gives %x", n.id, g, d, when, i+1, want)
+		}
+	}
+}
+
+// onJump follows a node whose state machine jumped to a checkpoint's
+// instance: at start (restored) or from a peer (installed). Its state must
+// be what the chosen log gives at that instance, and it goes on from the
+// next one: no value skipped, none executed twice.
+func (r *run) onJump(n *simNode, how string, g, at uint64) {
+	r.w.tracef("n%d g%d %s checkpoint %d", n.id, g, how, at)
+	if at <= n.lastExec[g] {
+		r.failCheck("order", "node %d group %d %s checkpoint %d after executing up to %d", n.id, g, how, at, n.lastExec[g])
 		return
 	}
-	r.checkProposed(g, i, v)
-	id := valueID{v.Node, v.Boot, v.Seq}
-	if at, dup := r.ids[g][id]; dup {
-		r.failCheck("validity", "group %d: proposal %v chosen at instances %d and %d", g, id, at, i)
-	}
-	r.ids[g][id] = i
+	n.lastExec[g] = at
+	r.checkDigest(n, "after "+how+" checkpoint at", g, at)
 }
 
 // checkEnd runs after the drain: every node is up and has executed the
@@ -394,8 +455,6 @@ func (r *run) checkProposed(g, i uint64, v *pb.Value) {
 		r.stats.Batches++
 	}
 	for _, data := range items {
-		out, _ := r.oracleSM.Execute(g, i, data, nil)
-		r.executed[string(data)] = out.(kvsm.Result)
 		if _, ok := r.proposed[string(data)]; !ok {
 			r.failCheck("validity", "group %d instance %d: value %q was never proposed", g, i, data)
 		}

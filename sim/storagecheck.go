@@ -30,6 +30,8 @@ func (r *run) noteSent(n *simNode, m *pb.Message) {
 	case pb.MsgType_MSG_ACCEPT:
 		r.checkBallot(n, m)
 		r.checkAdoption(n, m)
+	case pb.MsgType_MSG_SNAP_REQ:
+		r.stats.Transfers++
 	}
 	r.noteLeader(n, m)
 	r.noteRevealed(n, m)
@@ -65,10 +67,11 @@ func (r *run) checkDurable(n *simNode) {
 		return
 	}
 	for g := range uint64(r.opts.Groups) {
-		recs, err := n.disk.load(g)
+		recs, err := n.disk.load(g, 0)
 		if err != nil {
 			continue // open() reports torn or corrupt logs at restart
 		}
+		mark := n.disk.mark(g, n.disk.size) // a checkpoint covers the votes below it
 		var promised core.Ballot
 		accepted := map[uint64]*pb.Entry{}
 		for _, rec := range recs {
@@ -84,7 +87,7 @@ func (r *run) checkDurable(n *simNode) {
 			return
 		}
 		for s, b := range n.revealed.accepted {
-			if s.group != g {
+			if s.group != g || s.instance < mark {
 				continue
 			}
 			e := accepted[s.instance]

@@ -37,6 +37,10 @@ const (
 	MsgType_MSG_LEARN_RESP MsgType = 8  // entries = chosen values from the requested instance
 	MsgType_MSG_HEARTBEAT  MsgType = 9  // ballot = the leader's ballot
 	MsgType_MSG_FORWARD    MsgType = 10 // values = proposals handed to the leader of ballot
+	// Checkpoint transfer, handled by the node runtime, not by core.
+	MsgType_MSG_SNAP_REQ   MsgType = 11 // instance = first instance the sender lacks; transfer = its id for this transfer
+	MsgType_MSG_SNAP_CHUNK MsgType = 12 // transfer, instance = checkpoint instance, offset, data, crc, last
+	MsgType_MSG_SNAP_ACK   MsgType = 13 // transfer, offset = bytes received and written so far; last = refused/aborted
 )
 
 // Enum value maps for MsgType.
@@ -53,6 +57,9 @@ var (
 		8:  "MSG_LEARN_RESP",
 		9:  "MSG_HEARTBEAT",
 		10: "MSG_FORWARD",
+		11: "MSG_SNAP_REQ",
+		12: "MSG_SNAP_CHUNK",
+		13: "MSG_SNAP_ACK",
 	}
 	MsgType_value = map[string]int32{
 		"MSG_UNKNOWN":    0,
@@ -66,6 +73,9 @@ var (
 		"MSG_LEARN_RESP": 8,
 		"MSG_HEARTBEAT":  9,
 		"MSG_FORWARD":    10,
+		"MSG_SNAP_REQ":   11,
+		"MSG_SNAP_CHUNK": 12,
+		"MSG_SNAP_ACK":   13,
 	}
 )
 
@@ -501,8 +511,18 @@ type Message struct {
 	Values    []*Value               `protobuf:"bytes,9,rep,name=values,proto3" json:"values,omitempty"`
 	// chosen_upto is the sender's contiguous chosen prefix: every instance
 	// up to and including it is chosen and known to the sender.
-	ChosenUpto    uint64 `protobuf:"varint,10,opt,name=chosen_upto,json=chosenUpto,proto3" json:"chosen_upto,omitempty"`
-	ClusterId     uint64 `protobuf:"varint,11,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ChosenUpto uint64 `protobuf:"varint,10,opt,name=chosen_upto,json=chosenUpto,proto3" json:"chosen_upto,omitempty"`
+	ClusterId  uint64 `protobuf:"varint,11,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// log_start is the lowest instance whose chosen value the sender still
+	// holds in its log (set in learn responses); below it only a checkpoint
+	// covers the log.
+	LogStart uint64 `protobuf:"varint,12,opt,name=log_start,json=logStart,proto3" json:"log_start,omitempty"`
+	// Checkpoint transfer fields.
+	Transfer      uint64 `protobuf:"varint,13,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	Offset        uint64 `protobuf:"varint,14,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data          []byte `protobuf:"bytes,15,opt,name=data,proto3" json:"data,omitempty"`
+	Crc           uint32 `protobuf:"varint,16,opt,name=crc,proto3" json:"crc,omitempty"` // CRC-32C of data
+	Last          bool   `protobuf:"varint,17,opt,name=last,proto3" json:"last,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,12 +634,57 @@ func (x *Message) GetClusterId() uint64 {
 	return 0
 }
 
+func (x *Message) GetLogStart() uint64 {
+	if x != nil {
+		return x.LogStart
+	}
+	return 0
+}
+
+func (x *Message) GetTransfer() uint64 {
+	if x != nil {
+		return x.Transfer
+	}
+	return 0
+}
+
+func (x *Message) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *Message) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *Message) GetCrc() uint32 {
+	if x != nil {
+		return x.Crc
+	}
+	return 0
+}
+
+func (x *Message) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
 // Record is one durable storage record of a group.
 type Record struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Group         uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
-	HardState     *HardState             `protobuf:"bytes,2,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
-	Entry         *Entry                 `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Group     uint64                 `protobuf:"varint,1,opt,name=group,proto3" json:"group,omitempty"`
+	HardState *HardState             `protobuf:"bytes,2,opt,name=hard_state,json=hardState,proto3" json:"hard_state,omitempty"`
+	Entry     *Entry                 `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	// clean_below, when set, cleans the log: entries of instances below it
+	// are no longer needed (a checkpoint covers them).
+	CleanBelow    uint64 `protobuf:"varint,4,opt,name=clean_below,json=cleanBelow,proto3" json:"clean_below,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +738,13 @@ func (x *Record) GetEntry() *Entry {
 		return x.Entry
 	}
 	return nil
+}
+
+func (x *Record) GetCleanBelow() uint64 {
+	if x != nil {
+		return x.CleanBelow
+	}
+	return 0
 }
 
 // Identity is what a data directory records about the node that owns it,
@@ -768,7 +840,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\bpromised\x18\x01 \x01(\v2\x15.paxoskit.core.BallotR\bpromised\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x1f\n" +
 	"\vchosen_upto\x18\x03 \x01(\x04R\n" +
-	"chosenUpto\"\xf6\x02\n" +
+	"chosenUpto\"\x81\x04\n" +
 	"\aMessage\x12*\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x16.paxoskit.core.MsgTypeR\x04type\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
@@ -783,17 +855,25 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	" \x01(\x04R\n" +
 	"chosenUpto\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\v \x01(\x04R\tclusterId\"\x83\x01\n" +
+	"cluster_id\x18\v \x01(\x04R\tclusterId\x12\x1b\n" +
+	"\tlog_start\x18\f \x01(\x04R\blogStart\x12\x1a\n" +
+	"\btransfer\x18\r \x01(\x04R\btransfer\x12\x16\n" +
+	"\x06offset\x18\x0e \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x0f \x01(\fR\x04data\x12\x10\n" +
+	"\x03crc\x18\x10 \x01(\rR\x03crc\x12\x12\n" +
+	"\x04last\x18\x11 \x01(\bR\x04last\"\xa4\x01\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x127\n" +
 	"\n" +
 	"hard_state\x18\x02 \x01(\v2\x18.paxoskit.core.HardStateR\thardState\x12*\n" +
-	"\x05entry\x18\x03 \x01(\v2\x14.paxoskit.core.EntryR\x05entry\"\\\n" +
+	"\x05entry\x18\x03 \x01(\v2\x14.paxoskit.core.EntryR\x05entry\x12\x1f\n" +
+	"\vclean_below\x18\x04 \x01(\x04R\n" +
+	"cleanBelow\"\\\n" +
 	"\bIdentity\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12\x18\n" +
-	"\amembers\x18\x03 \x03(\x04R\amembers*\xc9\x01\n" +
+	"\amembers\x18\x03 \x03(\x04R\amembers*\x81\x02\n" +
 	"\aMsgType\x12\x0f\n" +
 	"\vMSG_UNKNOWN\x10\x00\x12\x0f\n" +
 	"\vMSG_PREPARE\x10\x01\x12\x0f\n" +
@@ -809,7 +889,10 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x0eMSG_LEARN_RESP\x10\b\x12\x11\n" +
 	"\rMSG_HEARTBEAT\x10\t\x12\x0f\n" +
 	"\vMSG_FORWARD\x10\n" +
-	"B(Z&github.com/paxoskit/paxos/core/paxospbb\x06proto3"
+	"\x12\x10\n" +
+	"\fMSG_SNAP_REQ\x10\v\x12\x12\n" +
+	"\x0eMSG_SNAP_CHUNK\x10\f\x12\x10\n" +
+	"\fMSG_SNAP_ACK\x10\rB(Z&github.com/paxoskit/paxos/core/paxospbb\x06proto3"
 
 var (
 	file_core_paxospb_paxos_proto_rawDescOnce sync.Once

@@ -15,6 +15,12 @@ type Hooks struct {
 	OnCommit func(group, instance uint64, v *pb.Value)
 	// Canary deliberately breaks the protocol.
 	Canary core.Canary
+	// MemTail overrides how many executed instances a core keeps in memory.
+	MemTail int
+	// OnRestore sees a group start from its checkpoint at instance,
+	// OnCheckpoint a checkpoint committed, OnInstall a received checkpoint
+	// installed (the group's machines now hold the state as of instance).
+	OnRestore, OnCheckpoint, OnInstall func(group, instance uint64)
 }
 
 // Attach stores h in opts, which must be a *paxos.Options. The root package

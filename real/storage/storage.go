@@ -1,20 +1,21 @@
 // Package storage is the production implementation of env.Storage: a
-// goleveldb database holding, per group, the latest HardState and the latest
-// Entry of every instance, and the node's Identity.
+// goleveldb database holding, per group, the latest HardState, the clean
+// mark and the latest Entry of every instance, and the node's Identity.
 //
 // # Layout
 //
 // Keys have a fixed binary layout:
 //
 //	'h' group(u64 BE)                  -> the group's HardState
+//	'c' group(u64 BE)                  -> the group's clean mark (u64 BE)
 //	'e' group(u64 BE) instance(u64 BE) -> the entry of that instance
 //	'i'                                -> the node's Identity
 //	's'                                -> empty; see syncKey
 //
 // so a prefix scan of 'e'+group yields a group's entries in instance order.
 // A value is the CRC-32 (Castagnoli, big-endian) of the protobuf bytes of the
-// inner message (HardState, Entry or Identity, not the Record), then those
-// bytes.
+// inner message (HardState, Entry or Identity, not the Record; for a clean
+// mark, of its 8 bytes), then those bytes.
 //
 // A KV store in which the latest record per key wins is equivalent, for the
 // core, to the simulator's log: core.New applies a group's records in order,
@@ -29,6 +30,32 @@
 // taken operations, then calls those Syncs' callbacks in order. While one
 // fsync runs, the Writes and Syncs of many Readies and groups pile up and
 // share the next one.
+//
+// # Cleaning
+//
+// A clean record (Record.clean_below) raises the group's clean mark; the
+// stored mark only ever grows. Once the batch holding a new mark has been
+// written, the writer goroutine deletes the group's entries below it,
+// gradually: at most cleanChunk keys per batch, added to the batches it
+// writes anyway and, when its queue is empty, in batches of deletes only
+// (not fsynced), always taking queued Writes and Syncs first. Batches reach
+// the journal in order, so no delete can survive a crash that loses the
+// mark. At Open the goroutine resumes, for every group with a mark, the
+// deletes a crash or Close interrupted: it seeks the group's entries below
+// the mark, which costs one seek per group once they are gone. Load and
+// Read read the mark and the entries from one snapshot and never return an
+// entry below the mark; the writer drops entries below the mark it is
+// given after the mark.
+//
+// Deleted keys leave tombstones, and goleveldb reclaims the space of the
+// deleted entries only when a compaction reaches them, which with this
+// store's options may take hundreds of MiB of writes. So once cleaning has
+// deleted compactAfter bytes, a compactor goroutine compacts the cleaned
+// ranges (db.CompactRange), off the write path, one at a time and at most
+// every compactInterval. Measured by TestCleanDiskUsage (cleaning_test.go,
+// where the numbers are): 200,000 entries of 1 KiB, cleaned behind the
+// head keeping 10,000, take 209 MiB on disk without it and 15..55 MiB with
+// it.
 package storage
 
 import (
@@ -37,10 +64,13 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/syndtr/goleveldb/leveldb"
 	lerrors "github.com/syndtr/goleveldb/leveldb/errors"
@@ -53,8 +83,8 @@ import (
 )
 
 // ErrCorrupt means a stored record failed its checksum or could not be
-// decoded. Load wraps it with the database directory, the group and the
-// instance (or "hard state").
+// decoded. Load and Read wrap it with the database directory, the group and
+// the instance (or "hard state", or "clean mark").
 var ErrCorrupt = errors.New("storage: corrupt record")
 
 // ErrClosed is returned by operations on a closed Storage.
@@ -75,21 +105,52 @@ type Options struct {
 	// writeBuffer overrides the memtable size (tests use it to force
 	// journal rotations).
 	writeBuffer int
+	// compactBytes overrides compactAfter; negative disables compaction
+	// (for measurements).
+	compactBytes int64
 }
 
 // defaultWriteBuffer is the goleveldb memtable (and so journal file) size.
 // The default 4 MiB is sized for mixed read/write workloads; this store is
-// write-mostly (it is only read by Load at startup), so a larger memtable
+// write-mostly (read by Load at startup and by Read, mostly of recent
+// entries that are still in the memtable), so a larger memtable
 // means fewer journal rotations and level-0 flushes on the write path, at
 // the price of up to 16 MiB of journal to replay on Open.
 const defaultWriteBuffer = 16 << 20
 
+// cleanChunk and cleanChunkBytes bound the entries one batch deletes: at
+// most cleanChunk keys (a seek for a group counts as one), and it stops
+// once the keys and values it read reach cleanChunkBytes. Reading the
+// entries to delete is the cost (goleveldb has no range delete): with
+// entries of 1 KiB, reading 1,000 of them took up to 2 ms on the
+// development machine (an SSD-backed VM), added to the latency of the
+// batch they rode on, and 256 KiB up to about 1 ms.
+const (
+	cleanChunk      = 1000
+	cleanChunkBytes = 256 << 10
+)
+
+// compactAfter is how many bytes of entries (keys and values) cleaning
+// deletes before it asks for the cleaned ranges to be compacted. goleveldb
+// drops deleted data and its tombstones only when a compaction reaches
+// them, and with this store's few large level-0 tables that may take
+// hundreds of MiB of writes (see TestCleanDiskUsage): compacting the
+// cleaned ranges keeps disk use near the live data plus this much.
+const compactAfter = 32 << 20
+
+// compactInterval is the least time between the starts of two range
+// compactions: each one flushes the memtable (its tombstones overlap the
+// range) and occupies goleveldb's table compaction goroutine.
+const compactInterval = 250 * time.Millisecond
+
 // Stats are cumulative counters of a Storage.
 type Stats struct {
-	Syncs   uint64 // batch writes that were fsynced
-	Batches uint64 // batch writes
-	Records uint64 // records written
-	Bytes   uint64 // key and value bytes written
+	Syncs    uint64 // batch writes that were fsynced
+	Batches  uint64 // batch writes (including batches of deletes only)
+	Records  uint64 // records written
+	Bytes    uint64 // key and value bytes written
+	Deleted  uint64 // entry keys deleted below clean marks
+	Compacts uint64 // range compactions of cleaned entries
 }
 
 // Storage is a node's durable record store, shared by its groups. It
@@ -106,20 +167,62 @@ type Storage struct {
 	spare   []op
 	closing bool
 	failed  error          // sticky write failure; set by the goroutine
-	loads   sync.WaitGroup // Loads and identity accesses in flight; Close waits for them
+	loads   sync.WaitGroup // Loads, Reads and identity accesses in flight; Close waits for them
+
+	// badMarks holds the groups whose stored clean mark is corrupt, found
+	// at Open; read-only afterwards. Writing a clean record for such a
+	// group fails: the writer cannot tell whether it would lower the mark.
+	badMarks map[uint64]error
 
 	stopped   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
 
 	// Owned by the goroutine.
-	batch leveldb.Batch
-	dirty bool // records written without fsync since the last fsync
+	batch   leveldb.Batch
+	dirty   bool                   // records written without fsync since the last fsync
+	marks   map[uint64]*groupClean // groups with a clean mark
+	pending []uint64               // groups with entries to delete, oldest first
+	steps   []cleanStep
+	cleaned int64 // bytes deleted since the last compaction request
 
-	syncs, batches, records, bytes atomic.Uint64
+	// The compactor goroutine compacts the ranges in compactReq, the
+	// writer's requests (group -> instance below which all is cleaned),
+	// merged until it takes them.
+	compactMu   sync.Mutex
+	compactReq  map[uint64]compactRange
+	compactWake chan struct{} // cap 1
+	compactStop chan struct{} // closed by Close
+	compactDone chan struct{} // closed when the compactor has returned
+
+	syncs, batches, records, bytes, deleted, compacts atomic.Uint64
 }
 
-// op is one queued Write, Sync or Load barrier.
+// groupClean is the writer goroutine's view of a group's clean mark.
+type groupClean struct {
+	mark    uint64 // highest mark put in a batch
+	written uint64 // highest mark in a batch written to the database: deletes stop there
+	done    uint64 // no entry below done is left to delete
+	queued  bool   // in Storage.pending
+	// compacted is the done of the group's last compaction request: the
+	// entries below it were deleted and their range compacted.
+	compacted uint64
+}
+
+// compactRange is a group's range of entries to compact: [from, below).
+type compactRange struct{ from, below uint64 }
+
+// cleanStep is the progress of deleting one group's entries in a batch,
+// applied once the batch is written.
+type cleanStep struct {
+	group   uint64
+	done    uint64 // the group's new groupClean.done
+	deleted int
+	bytes   int  // keys and values deleted
+	drop    bool // the scan failed: stop cleaning the group until its mark moves
+}
+
+// op is one queued Write, Sync, or barrier of a Load or Read.
 type op struct {
 	buf     []byte  // keys and values of a Write, back to back
 	kvs     []kvIdx // offsets into buf
@@ -174,21 +277,69 @@ func Open(opts Options) (*Storage, error) {
 		return nil, fmt.Errorf("storage: open %s: %w", opts.Dir, err)
 	}
 	s := &Storage{
-		opts:    opts,
-		log:     logger,
-		stor:    stor,
-		db:      db,
-		stopped: make(chan struct{}),
+		opts:     opts,
+		log:      logger,
+		stor:     stor,
+		db:       db,
+		stopped:  make(chan struct{}),
+		badMarks: map[uint64]error{},
+		marks:    map[uint64]*groupClean{},
+	}
+	if err := s.loadMarks(); err != nil {
+		db.Close()
+		stor.Close()
+		return nil, err
 	}
 	s.cond = sync.NewCond(&s.mu)
+	s.compactWake = make(chan struct{}, 1)
+	s.compactStop = make(chan struct{})
+	s.compactDone = make(chan struct{})
+	logger.Debug("storage opened", "dir", opts.Dir, "sync", opts.Sync, "clean_marks", len(s.marks), "corrupt_clean_marks", len(s.badMarks))
 	go s.run()
-	logger.Debug("storage opened", "dir", opts.Dir, "sync", opts.Sync)
+	go s.compactor()
 	return s, nil
+}
+
+// loadMarks reads every group's clean mark (one key per group) and queues
+// the groups for cleaning: a crash or Close may have interrupted the
+// deletes below their marks. Finding out whether any entry is left costs
+// one seek per group, done lazily by the writer goroutine.
+func (s *Storage) loadMarks() error {
+	it := s.db.NewIterator(util.BytesPrefix([]byte{'c'}), nil)
+	defer it.Release()
+	for it.Next() {
+		k := it.Key()
+		if len(k) != 9 {
+			s.log.Error("storage: ignoring clean mark key of bad length", "dir", s.opts.Dir, "key", fmt.Sprintf("%x", k))
+			continue
+		}
+		g := binary.BigEndian.Uint64(k[1:])
+		m, err := decodeMark(it.Value())
+		if err != nil {
+			err = fmt.Errorf("%w: %s: group %d, clean mark: %v", ErrCorrupt, s.opts.Dir, g, err)
+			s.log.Error("storage: corrupt clean mark", "dir", s.opts.Dir, "group", g, "err", err)
+			s.badMarks[g] = err
+			continue
+		}
+		s.marks[g] = &groupClean{mark: m, written: m, queued: true}
+		s.pending = append(s.pending, g)
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("storage: open %s: read clean marks: %w", s.opts.Dir, err)
+	}
+	return nil
 }
 
 func hardStateKey(group uint64) []byte {
 	k := make([]byte, 9)
 	k[0] = 'h'
+	binary.BigEndian.PutUint64(k[1:], group)
+	return k
+}
+
+func cleanKey(group uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = 'c'
 	binary.BigEndian.PutUint64(k[1:], group)
 	return k
 }
@@ -208,8 +359,18 @@ func entryKey(group, instance uint64) []byte {
 	return k
 }
 
-// identityKey holds the node's Identity. Its first byte is neither 'h' nor
-// 'e', so no group's hard state key or entry prefix can match it.
+// keyInstance returns the instance of an entry key. A key that is too
+// short (possible only on a corrupt database) reads as if zero-padded.
+func keyInstance(k []byte) uint64 {
+	var b [8]byte
+	if len(k) > 9 {
+		copy(b[:], k[9:])
+	}
+	return binary.BigEndian.Uint64(b[:])
+}
+
+// identityKey holds the node's Identity. Its first byte is none of 'h',
+// 'c' and 'e', so no group's key can match it.
 var identityKey = []byte{'i'}
 
 // syncKey is written (with an empty value) when a Sync must fsync records
@@ -242,14 +403,37 @@ func decodeValue(v []byte, m proto.Message) error {
 	return nil
 }
 
+// decodeMark checks a clean mark value's frame and returns the mark.
+func decodeMark(v []byte) (uint64, error) {
+	if len(v) != 4+8 {
+		return 0, fmt.Errorf("value of %d bytes, want 12", len(v))
+	}
+	want := binary.BigEndian.Uint32(v)
+	if got := crc32.Checksum(v[4:], castagnoli); got != want {
+		return 0, fmt.Errorf("checksum mismatch: stored %#08x, computed %#08x", want, got)
+	}
+	return binary.BigEndian.Uint64(v[4:]), nil
+}
+
 func validate(r *pb.Record) error {
-	switch {
-	case r == nil:
+	if r == nil {
 		return errors.New("nil record")
-	case r.HardState != nil && r.Entry != nil:
-		return fmt.Errorf("record of group %d has both a hard state and an entry", r.Group)
-	case r.HardState == nil && r.Entry == nil:
-		return fmt.Errorf("record of group %d has neither a hard state nor an entry", r.Group)
+	}
+	n := 0
+	if r.HardState != nil {
+		n++
+	}
+	if r.Entry != nil {
+		n++
+	}
+	if r.CleanBelow != 0 {
+		n++
+	}
+	switch {
+	case n == 0:
+		return fmt.Errorf("record of group %d has none of hard_state, entry and clean_below", r.Group)
+	case n > 1:
+		return fmt.Errorf("record of group %d has more than one of hard_state, entry and clean_below", r.Group)
 	case r.Entry != nil && r.Entry.Instance == 0:
 		return fmt.Errorf("entry of group %d has instance 0", r.Group)
 	}
@@ -259,9 +443,14 @@ func validate(r *pb.Record) error {
 // Write queues recs to be written, in order, after everything queued
 // before; it does not wait for IO. The records are encoded before Write
 // returns, so the caller may reuse them. Write fails, writing nothing, if a
-// record is invalid (nil, not exactly one of hard_state and entry set, or an
-// entry of instance 0), if the Storage is closed (ErrClosed), or if an
-// earlier batch write failed (that error).
+// record is invalid (nil, not exactly one of hard_state, entry and
+// clean_below set, or an entry of instance 0), if a clean record's group
+// has a corrupt stored mark (an error wrapping ErrCorrupt), if the Storage
+// is closed (ErrClosed), or if an earlier batch write failed (that error).
+//
+// A clean record whose mark is not above the group's current one changes
+// nothing (the mark only grows), and neither does an entry below the mark
+// of a clean record written before it (Load and Read would not return it).
 func (s *Storage) Write(recs []*pb.Record) error {
 	var o op
 	o.kvs = make([]kvIdx, 0, len(recs))
@@ -270,27 +459,39 @@ func (s *Storage) Write(recs []*pb.Record) error {
 		if err := validate(r); err != nil {
 			return fmt.Errorf("storage: write: record %d: %w", i, err)
 		}
-		size += 1 + 16 + 4 + proto.Size(r) // key, checksum and an upper bound of the value
+		if r.CleanBelow != 0 {
+			if err := s.badMarks[r.Group]; err != nil {
+				return fmt.Errorf("storage: write: record %d: cannot raise the clean mark: %w", i, err)
+			}
+		}
+		size += 1 + 16 + 4 + 8 + proto.Size(r) // key, checksum and an upper bound of the value
 	}
 	// One buffer: growing it would copy large values again. Buffers are
 	// reused: a fresh large one costs zeroing and page faults per byte.
 	o.buf = getBuf(size)
 	for i, r := range recs {
-		var key []byte
-		var msg proto.Message
-		if r.HardState != nil {
-			key, msg = hardStateKey(r.Group), r.HardState
-		} else {
-			key, msg = entryKey(r.Group, r.Entry.Instance), r.Entry
-		}
 		kv := kvIdx{key: len(o.buf)}
-		o.buf = append(o.buf, key...)
+		var msg proto.Message
+		switch {
+		case r.HardState != nil:
+			o.buf = append(o.buf, hardStateKey(r.Group)...)
+			msg = r.HardState
+		case r.Entry != nil:
+			o.buf = append(o.buf, entryKey(r.Group, r.Entry.Instance)...)
+			msg = r.Entry
+		default:
+			o.buf = append(o.buf, cleanKey(r.Group)...)
+		}
 		kv.val = len(o.buf)
 		o.buf = append(o.buf, 0, 0, 0, 0)
-		var err error
-		o.buf, err = proto.MarshalOptions{}.MarshalAppend(o.buf, msg)
-		if err != nil {
-			return fmt.Errorf("storage: write: record %d: marshal: %w", i, err)
+		if msg != nil {
+			var err error
+			o.buf, err = proto.MarshalOptions{}.MarshalAppend(o.buf, msg)
+			if err != nil {
+				return fmt.Errorf("storage: write: record %d: marshal: %w", i, err)
+			}
+		} else {
+			o.buf = binary.BigEndian.AppendUint64(o.buf, r.CleanBelow)
 		}
 		kv.end = len(o.buf)
 		binary.BigEndian.PutUint32(o.buf[kv.val:], crc32.Checksum(o.buf[kv.val+4:kv.end], castagnoli))
@@ -331,33 +532,55 @@ func (s *Storage) Sync(done func(error)) {
 	s.mu.Unlock()
 }
 
-// Load returns the group's records: its HardState record (if any), then its
-// entries in instance order. It first waits until everything written before
-// the call has reached the database (not necessarily the disk). Every
-// checksum is verified; a bad record fails Load with an error wrapping
-// ErrCorrupt that names the directory, the group and the instance.
-func (s *Storage) Load(group uint64) ([]*pb.Record, error) {
+// barrier queues a barrier behind everything written so far and registers
+// a database access that Close waits for. On success the caller waits on
+// the returned channel, then must call s.loads.Done.
+func (s *Storage) barrier() (chan struct{}, error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closing {
-		s.mu.Unlock()
 		return nil, ErrClosed
 	}
 	barrier := make(chan struct{})
 	s.queue = append(s.queue, op{barrier: barrier})
 	s.cond.Signal()
 	s.loads.Add(1)
-	s.mu.Unlock()
+	return barrier, nil
+}
+
+// failure returns the sticky write failure, if any.
+func (s *Storage) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// Load returns the group's records: its HardState record (if any), then its
+// clean record (Record.CleanBelow set to the group's mark, if it has one),
+// then its entries at instances at or above both from and the mark, in
+// instance order. It first waits until everything written before the call
+// has reached the database (not necessarily the disk). Every checksum is
+// verified; a bad record fails Load with an error wrapping ErrCorrupt that
+// names the directory, the group and the instance (or "hard state", or
+// "clean mark").
+func (s *Storage) Load(group, from uint64) ([]*pb.Record, error) {
+	barrier, err := s.barrier()
+	if err != nil {
+		return nil, err
+	}
 	defer s.loads.Done()
 	<-barrier
-	s.mu.Lock()
-	failed := s.failed
-	s.mu.Unlock()
-	if failed != nil {
-		return nil, failed
+	if err := s.failure(); err != nil {
+		return nil, err
 	}
+	snap, err := s.db.GetSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("storage: %s: load group %d: %w", s.opts.Dir, group, err)
+	}
+	defer snap.Release()
 
 	var out []*pb.Record
-	v, err := s.db.Get(hardStateKey(group), nil)
+	v, err := snap.Get(hardStateKey(group), nil)
 	switch {
 	case err == nil:
 		hs := &pb.HardState{}
@@ -367,39 +590,142 @@ func (s *Storage) Load(group uint64) ([]*pb.Record, error) {
 		out = append(out, &pb.Record{Group: group, HardState: hs})
 	case errors.Is(err, leveldb.ErrNotFound):
 	default:
-		return nil, s.readErr(err, group, "hard state")
+		return nil, s.readErr(err, "load", group, "hard state")
 	}
-
-	it := s.db.NewIterator(util.BytesPrefix(entryPrefix(group)), &opt.ReadOptions{DontFillCache: true})
-	defer it.Release()
-	last := "no entry read yet"
-	for it.Next() {
-		k := it.Key()
-		if len(k) != 17 {
-			return nil, fmt.Errorf("%w: %s: group %d: entry key %x has %d bytes, want 17 (%s)", ErrCorrupt, s.opts.Dir, group, k, len(k), last)
-		}
-		inst := binary.BigEndian.Uint64(k[9:])
-		e := &pb.Entry{}
-		if err := decodeValue(it.Value(), e); err != nil {
-			return nil, fmt.Errorf("%w: %s: group %d, instance %d: %v", ErrCorrupt, s.opts.Dir, group, inst, err)
-		}
-		if e.Instance != inst {
-			return nil, fmt.Errorf("%w: %s: group %d, instance %d: stored entry is of instance %d", ErrCorrupt, s.opts.Dir, group, inst, e.Instance)
-		}
+	mark, err := s.mark(snap, "load", group)
+	if err != nil {
+		return nil, err
+	}
+	if mark > 0 {
+		out = append(out, &pb.Record{Group: group, CleanBelow: mark})
+	}
+	err = s.scan(snap, "load", group, max(from, mark), false, func(e *pb.Entry) bool {
 		out = append(out, &pb.Record{Group: group, Entry: e})
-		last = fmt.Sprintf("after instance %d", inst)
-	}
-	if err := it.Error(); err != nil {
-		return nil, s.readErr(err, group, last)
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-func (s *Storage) readErr(err error, group uint64, where string) error {
+// Read calls done with the group's entries from instance from on: the
+// latest entry of each instance, in instance order, contiguous. It stops
+// before the first instance it holds no entry for or that is below the
+// group's clean mark (so it returns nothing if from is below the mark),
+// after maxEntries entries, or once the total length of the entries'
+// Value.Data reaches maxBytes: the entry that reaches it is included, so a
+// Read that finds any entry returns at least one. A limit <= 0 means no
+// limit.
+//
+// Read returns at once; it reads on a goroutine of its own, after
+// everything written before the call has reached the database (synced or
+// not), and calls done from that goroutine. Checksums are verified: a bad
+// record fails the Read with an error wrapping ErrCorrupt that names the
+// directory, the group and the instance. On a closed Storage, or one whose
+// writes failed, done gets ErrClosed or the write failure. Close waits for
+// Reads in flight, including their done: done must not call Close.
+func (s *Storage) Read(group, from uint64, maxEntries, maxBytes int, done func([]*pb.Entry, error)) {
+	if done == nil {
+		done = func([]*pb.Entry, error) {}
+	}
+	barrier, err := s.barrier()
+	if err != nil {
+		go done(nil, err)
+		return
+	}
+	go func() {
+		defer s.loads.Done()
+		<-barrier
+		done(s.read(group, from, maxEntries, maxBytes))
+	}()
+}
+
+func (s *Storage) read(group, from uint64, maxEntries, maxBytes int) ([]*pb.Entry, error) {
+	if err := s.failure(); err != nil {
+		return nil, err
+	}
+	snap, err := s.db.GetSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("storage: %s: read group %d: %w", s.opts.Dir, group, err)
+	}
+	defer snap.Release()
+	mark, err := s.mark(snap, "read", group)
+	if err != nil || from < mark || from == 0 {
+		return nil, err
+	}
+	var out []*pb.Entry
+	bytes := 0
+	err = s.scan(snap, "read", group, from, true, func(e *pb.Entry) bool {
+		out = append(out, e)
+		bytes += len(e.GetValue().GetData())
+		return (maxEntries <= 0 || len(out) < maxEntries) && (maxBytes <= 0 || bytes < maxBytes)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// mark returns the group's clean mark in snap, 0 if it has none.
+func (s *Storage) mark(snap *leveldb.Snapshot, op string, group uint64) (uint64, error) {
+	v, err := snap.Get(cleanKey(group), nil)
+	switch {
+	case errors.Is(err, leveldb.ErrNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, s.readErr(err, op, group, "clean mark")
+	}
+	m, err := decodeMark(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: group %d, clean mark: %v", ErrCorrupt, s.opts.Dir, group, err)
+	}
+	return m, nil
+}
+
+// scan decodes the group's entries in snap from instance from on and hands
+// them to f in instance order until f returns false. If contiguous, it
+// stops before the first instance missing after from (from included).
+func (s *Storage) scan(snap *leveldb.Snapshot, op string, group, from uint64, contiguous bool, f func(*pb.Entry) bool) error {
+	rng := util.BytesPrefix(entryPrefix(group))
+	rng.Start = entryKey(group, from)
+	it := snap.NewIterator(rng, &opt.ReadOptions{DontFillCache: true})
+	defer it.Release()
+	last := "no entry read yet"
+	next := from
+	for it.Next() {
+		k := it.Key()
+		if len(k) != 17 {
+			return fmt.Errorf("%w: %s: group %d: entry key %x has %d bytes, want 17 (%s)", ErrCorrupt, s.opts.Dir, group, k, len(k), last)
+		}
+		inst := binary.BigEndian.Uint64(k[9:])
+		if contiguous && inst != next {
+			return nil
+		}
+		e := &pb.Entry{}
+		if err := decodeValue(it.Value(), e); err != nil {
+			return fmt.Errorf("%w: %s: group %d, instance %d: %v", ErrCorrupt, s.opts.Dir, group, inst, err)
+		}
+		if e.Instance != inst {
+			return fmt.Errorf("%w: %s: group %d, instance %d: stored entry is of instance %d", ErrCorrupt, s.opts.Dir, group, inst, e.Instance)
+		}
+		if !f(e) || inst == 1<<64-1 {
+			return nil
+		}
+		next = inst + 1
+		last = fmt.Sprintf("after instance %d", inst)
+	}
+	if err := it.Error(); err != nil {
+		return s.readErr(err, op, group, last)
+	}
+	return nil
+}
+
+func (s *Storage) readErr(err error, op string, group uint64, where string) error {
 	if lerrors.IsCorrupted(err) {
 		return fmt.Errorf("%w: %s: group %d, %s: %w", ErrCorrupt, s.opts.Dir, group, where, err)
 	}
-	return fmt.Errorf("storage: %s: load group %d, %s: %w", s.opts.Dir, group, where, err)
+	return fmt.Errorf("storage: %s: %s group %d, %s: %w", s.opts.Dir, op, group, where, err)
 }
 
 // Identity returns the identity recorded by SetIdentity, or nil, nil if
@@ -489,6 +815,8 @@ func (s *Storage) Close() error {
 		s.cond.Signal()
 		s.mu.Unlock()
 		<-s.stopped
+		close(s.compactStop)
+		<-s.compactDone
 		s.loads.Wait()
 		errs := []error{s.failed}
 		if err := s.db.Close(); err != nil {
@@ -509,10 +837,12 @@ func (s *Storage) Close() error {
 // Stats returns the cumulative counters.
 func (s *Storage) Stats() Stats {
 	return Stats{
-		Syncs:   s.syncs.Load(),
-		Batches: s.batches.Load(),
-		Records: s.records.Load(),
-		Bytes:   s.bytes.Load(),
+		Syncs:    s.syncs.Load(),
+		Batches:  s.batches.Load(),
+		Records:  s.records.Load(),
+		Bytes:    s.bytes.Load(),
+		Deleted:  s.deleted.Load(),
+		Compacts: s.compacts.Load(),
 	}
 }
 
@@ -521,8 +851,15 @@ func (s *Storage) run() {
 	defer close(s.stopped)
 	for {
 		s.mu.Lock()
-		for len(s.queue) == 0 && !s.closing {
+		for len(s.queue) == 0 && !s.closing && (len(s.pending) == 0 || s.failed != nil) {
 			s.cond.Wait()
+		}
+		if len(s.queue) == 0 && !s.closing {
+			// Idle, with entries to delete: one chunk, then look at
+			// the queue again.
+			s.mu.Unlock()
+			s.cleanIdle()
+			continue
 		}
 		ops := s.queue
 		s.queue, s.spare = s.spare[:0], nil
@@ -550,20 +887,45 @@ func (s *Storage) run() {
 
 // commit writes the records of ops as one batch, fsynced if one of them is
 // a Sync (or final, on Close), and then runs the Syncs' callbacks in order.
+// Unless final, the batch also deletes up to cleanChunk entries below
+// clean marks written earlier.
 func (s *Storage) commit(ops []op, final bool) {
-	s.mu.Lock()
-	failed := s.failed
-	s.mu.Unlock()
+	failed := s.failure()
 	if failed == nil {
 		b := &s.batch
 		b.Reset()
+		var steps []cleanStep
+		if !final {
+			steps = s.addDeletes(b)
+		}
 		hasSync := final
-		var nrec, nbytes uint64
+		var nrec, nput, nbytes uint64
+		var raised []uint64 // groups whose mark this batch raises
 		for i := range ops {
 			o := &ops[i]
 			for _, kv := range o.kvs {
-				b.Put(o.buf[kv.key:kv.val], o.buf[kv.val:kv.end])
+				key, val := o.buf[kv.key:kv.val], o.buf[kv.val:kv.end]
 				nrec++
+				switch key[0] {
+				case 'c':
+					g, m := binary.BigEndian.Uint64(key[1:]), binary.BigEndian.Uint64(val[4:])
+					gc := s.marks[g]
+					if gc == nil {
+						gc = &groupClean{}
+						s.marks[g] = gc
+					}
+					if m <= gc.mark {
+						continue // never lower the mark
+					}
+					gc.mark = m
+					raised = append(raised, g)
+				case 'e':
+					if gc := s.marks[binary.BigEndian.Uint64(key[1:])]; gc != nil && binary.BigEndian.Uint64(key[9:]) < gc.mark {
+						continue // cleaned already: Load and Read would hide it
+					}
+				}
+				b.Put(key, val)
+				nput++
 				nbytes += uint64(kv.end - kv.key)
 			}
 			if o.done != nil {
@@ -575,27 +937,18 @@ func (s *Storage) commit(ops []op, final bool) {
 			b.Put(syncKey, nil)
 		}
 		if b.Len() > 0 {
-			err := s.db.Write(b, &opt.WriteOptions{Sync: sync})
-			if err == nil {
-				// A journal rotation during the write may have failed
-				// to fsync the previous journal.
-				err = s.stor.err()
-			}
-			if err != nil {
-				failed = fmt.Errorf("storage: %s: write batch of %d records: %w", s.opts.Dir, nrec, err)
-				s.log.Error("storage write failed; storage is broken", "dir", s.opts.Dir, "err", err)
-				s.mu.Lock()
-				s.failed = failed
-				s.mu.Unlock()
-			} else {
-				s.batches.Add(1)
-				s.records.Add(nrec)
-				s.bytes.Add(nbytes)
-				if sync {
-					s.syncs.Add(1)
-					s.dirty = false
-				} else {
-					s.dirty = true
+			failed = s.writeBatch(b, sync, nput > 0, fmt.Sprintf("%d records", nrec))
+		}
+		if failed == nil {
+			s.records.Add(nrec)
+			s.bytes.Add(nbytes)
+			s.applySteps(steps)
+			for _, g := range raised {
+				gc := s.marks[g]
+				gc.written = gc.mark
+				if gc.done < gc.written && !gc.queued {
+					gc.queued = true
+					s.pending = append(s.pending, g)
 				}
 			}
 		}
@@ -607,6 +960,189 @@ func (s *Storage) commit(ops []op, final bool) {
 		}
 		if o.barrier != nil {
 			close(o.barrier)
+		}
+	}
+}
+
+// writeBatch writes b, fsynced if sync; puts says whether it holds records
+// (not only deletes) that a later Sync must make durable. A failure breaks
+// the Storage for good: it is returned and kept as the sticky failure.
+func (s *Storage) writeBatch(b *leveldb.Batch, sync, puts bool, what string) error {
+	err := s.db.Write(b, &opt.WriteOptions{Sync: sync})
+	if err == nil {
+		// A journal rotation during the write may have failed to fsync
+		// the previous journal.
+		err = s.stor.err()
+	}
+	if err != nil {
+		failed := fmt.Errorf("storage: %s: write batch of %s: %w", s.opts.Dir, what, err)
+		s.log.Error("storage write failed; storage is broken", "dir", s.opts.Dir, "err", err)
+		s.mu.Lock()
+		s.failed = failed
+		s.mu.Unlock()
+		s.pending = nil
+		return failed
+	}
+	s.batches.Add(1)
+	switch {
+	case sync:
+		s.syncs.Add(1)
+		s.dirty = false
+	case puts:
+		s.dirty = true
+	}
+	return nil
+}
+
+// cleanIdle writes one batch of deletes, not fsynced: nothing needs them
+// durable, since Open resumes cleaning and Load and Read hide what is left.
+func (s *Storage) cleanIdle() {
+	if s.failure() != nil {
+		return
+	}
+	b := &s.batch
+	b.Reset()
+	steps := s.addDeletes(b)
+	if b.Len() > 0 {
+		if s.writeBatch(b, false, false, fmt.Sprintf("%d deletes", b.Len())) != nil {
+			return
+		}
+	}
+	s.applySteps(steps)
+}
+
+// addDeletes adds to b the deletes of a chunk of entries (see cleanChunk)
+// below the written marks of the groups pending cleaning, oldest first,
+// and returns the progress to apply once b is written.
+func (s *Storage) addDeletes(b *leveldb.Batch) []cleanStep {
+	steps := s.steps[:0]
+	budget, bytes := cleanChunk, 0
+	for _, g := range s.pending {
+		if budget <= 0 || bytes >= cleanChunkBytes {
+			break
+		}
+		budget--
+		gc := s.marks[g]
+		it := s.db.NewIterator(&util.Range{Start: entryKey(g, gc.done), Limit: entryKey(g, gc.written)}, &opt.ReadOptions{DontFillCache: true})
+		st := cleanStep{group: g, done: gc.written}
+		for it.Next() {
+			if budget <= 0 || bytes >= cleanChunkBytes {
+				st.done = keyInstance(it.Key()) // resume at the first key left
+				break
+			}
+			b.Delete(it.Key())
+			n := len(it.Key()) + len(it.Value())
+			st.deleted++
+			st.bytes += n
+			bytes += n
+			budget--
+		}
+		if err := it.Error(); err != nil {
+			s.log.Error("storage: cleaning stopped: cannot scan entries below the clean mark", "dir", s.opts.Dir, "group", g, "mark", gc.written, "err", err)
+			st.done, st.drop = gc.done, true
+		}
+		it.Release()
+		steps = append(steps, st)
+	}
+	s.steps = steps
+	return steps
+}
+
+// applySteps records the progress of a written batch's deletes.
+func (s *Storage) applySteps(steps []cleanStep) {
+	if len(steps) == 0 {
+		return
+	}
+	var n uint64
+	for _, st := range steps {
+		gc := s.marks[st.group]
+		gc.done = max(gc.done, st.done)
+		n += uint64(st.deleted)
+		s.cleaned += int64(st.bytes)
+		if st.drop || gc.done >= gc.written {
+			gc.queued = false
+		}
+	}
+	s.deleted.Add(n)
+	s.pending = slices.DeleteFunc(s.pending, func(g uint64) bool { return !s.marks[g].queued })
+	limit := s.opts.compactBytes
+	if limit == 0 {
+		limit = compactAfter
+	}
+	if limit > 0 && s.cleaned >= limit {
+		s.cleaned = 0
+		s.requestCompaction()
+	}
+}
+
+// requestCompaction asks the compactor to compact, for every group that
+// cleaning has deleted entries of since its last request, the range of
+// those entries.
+func (s *Storage) requestCompaction() {
+	s.compactMu.Lock()
+	if s.compactReq == nil {
+		s.compactReq = map[uint64]compactRange{}
+	}
+	for g, gc := range s.marks {
+		if gc.done <= gc.compacted {
+			continue
+		}
+		r, ok := s.compactReq[g]
+		if !ok {
+			r.from = gc.compacted
+		}
+		r.below = gc.done
+		s.compactReq[g] = r
+		gc.compacted = gc.done
+	}
+	s.compactMu.Unlock()
+	select {
+	case s.compactWake <- struct{}{}:
+	default:
+	}
+}
+
+// compactor is the goroutine that compacts cleaned ranges, off the write
+// path: one compaction at a time, starts at least compactInterval apart.
+// Compaction only reclaims space: a failure is logged, nothing more.
+func (s *Storage) compactor() {
+	defer close(s.compactDone)
+	var last time.Time
+	for {
+		select {
+		case <-s.compactStop:
+			return
+		case <-s.compactWake:
+		}
+		if wait := compactInterval - time.Since(last); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-s.compactStop:
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		last = time.Now()
+		s.compactMu.Lock()
+		req := s.compactReq
+		s.compactReq = nil
+		s.compactMu.Unlock()
+		for _, g := range slices.Sorted(maps.Keys(req)) {
+			select {
+			case <-s.compactStop:
+				return
+			default:
+			}
+			start := time.Now()
+			r := req[g]
+			err := s.db.CompactRange(util.Range{Start: entryKey(g, r.from), Limit: entryKey(g, r.below)})
+			if err != nil {
+				s.log.Warn("storage: compaction of cleaned entries failed", "dir", s.opts.Dir, "group", g, "from", r.from, "below", r.below, "err", err)
+				continue
+			}
+			s.compacts.Add(1)
+			s.log.Debug("storage: compacted cleaned entries", "dir", s.opts.Dir, "group", g, "from", r.from, "below", r.below, "took", time.Since(start))
 		}
 	}
 }

@@ -65,7 +65,7 @@ func mustWrite(t testing.TB, s *Storage, recs ...*pb.Record) {
 
 func checkLoad(t *testing.T, s *Storage, group uint64, want []*pb.Record) {
 	t.Helper()
-	got, err := s.Load(group)
+	got, err := s.Load(group, 0)
 	if err != nil {
 		t.Fatalf("Load(%d): %v", group, err)
 	}
@@ -139,7 +139,7 @@ func TestLoadSeesQueuedWrites(t *testing.T) {
 	for i := uint64(1); i <= 100; i++ {
 		mustWrite(t, s, entry(1, i, fmt.Sprint(i), false))
 	}
-	got, err := s.Load(1)
+	got, err := s.Load(1, 0)
 	if err != nil || len(got) != 100 {
 		t.Fatalf("Load: %d records, %v; want 100", len(got), err)
 	}
@@ -180,7 +180,7 @@ func TestUnsyncedWritesBecomeDurable(t *testing.T) {
 	s := open(t, dir, true)
 	mustWrite(t, s, hs(1, 1, 1), entry(1, 1, "a", true))
 	// Let the goroutine write it without fsync.
-	if _, err := s.Load(1); err != nil {
+	if _, err := s.Load(1, 0); err != nil {
 		t.Fatal(err)
 	}
 	if st := s.Stats(); st.Batches != 1 || st.Syncs != 0 {
@@ -229,7 +229,7 @@ func TestJournalRotationSyncsOldJournal(t *testing.T) {
 			syncWait(t, s)
 		}
 	}
-	if _, err := s.Load(1); err != nil {
+	if _, err := s.Load(1, 0); err != nil {
 		t.Fatal(err)
 	}
 	if c := s.stor.closes.Load(); c == 0 {
@@ -240,7 +240,7 @@ func TestJournalRotationSyncsOldJournal(t *testing.T) {
 	}
 	s = open(t, dir, true)
 	defer s.Close()
-	got, err := s.Load(1)
+	got, err := s.Load(1, 0)
 	if err != nil || len(got) != n {
 		t.Fatalf("Load after reopen: %d records, %v; want %d", len(got), err, n)
 	}
@@ -301,7 +301,7 @@ func TestCorruption(t *testing.T) {
 
 			s = open(t, dir, true)
 			defer s.Close()
-			recs, err := s.Load(7)
+			recs, err := s.Load(7, 0)
 			if err == nil {
 				t.Fatalf("Load of corrupt group returned %d records, no error", len(recs))
 			}
@@ -337,7 +337,7 @@ func TestCorruption(t *testing.T) {
 		db.Close()
 		s = open(t, dir, true)
 		defer s.Close()
-		_, err = s.Load(5)
+		_, err = s.Load(5, 0)
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "group 5, hard state") || !strings.Contains(err.Error(), dir) {
 			t.Fatalf("Load error = %v, want ErrCorrupt naming dir, group 5 and hard state", err)
 		}
@@ -386,7 +386,7 @@ func TestNoSyncMode(t *testing.T) {
 	}
 	s = open(t, dir, false)
 	defer s.Close()
-	got, err := s.Load(1)
+	got, err := s.Load(1, 0)
 	if err != nil || len(got) != n {
 		t.Fatalf("Load: %d records, %v; want %d", len(got), err, n)
 	}
@@ -425,7 +425,7 @@ func TestClosed(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Sync after Close: done not called")
 	}
-	if _, err := s.Load(1); !errors.Is(err, ErrClosed) {
+	if _, err := s.Load(1, 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("Load after Close = %v, want ErrClosed", err)
 	}
 }
@@ -453,7 +453,7 @@ func TestWriteFailure(t *testing.T) {
 			t.Errorf("later Sync: done(%v), want %v", err, first)
 		}
 	}
-	if _, err := s.Load(1); err == nil {
+	if _, err := s.Load(1, 0); err == nil {
 		t.Error("Load on broken storage succeeded")
 	}
 	if err := s.Close(); err == nil {
@@ -512,7 +512,7 @@ func TestConcurrent(t *testing.T) {
 					return
 				}
 			}
-			recs, err := s.Load(g)
+			recs, err := s.Load(g, 0)
 			if err != nil || len(recs) != 51 {
 				t.Errorf("Load(%d): %d records, %v", g, len(recs), err)
 			}
@@ -798,7 +798,7 @@ func TestIdentityConcurrent(t *testing.T) {
 		}
 	}
 	wait()
-	if recs, err := s.Load(1); err != nil || len(recs) != 200 {
+	if recs, err := s.Load(1, 0); err != nil || len(recs) != 200 {
 		t.Fatalf("Load: %d records, %v; want 200", len(recs), err)
 	}
 }
