@@ -125,9 +125,13 @@ func (n *Node) restore() error {
 		}
 		st := core.SplitRecords(recs)
 		st.Base = base
+		memTail := opts.hooks.MemTail
+		if memTail == 0 && opts.HoldCount > 0 {
+			memTail = min(opts.HoldCount, defaultMemTail) // never hold more in memory than on disk
+		}
 		g.core, err = core.New(core.Config{
 			ID: opts.MyNode, Peers: opts.Nodes, Group: gid, Window: opts.Window,
-			MaxQueue: opts.MaxPending, MemTail: opts.hooks.MemTail, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
+			MaxQueue: opts.MaxPending, MemTail: memTail, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
 		}, st)
 		if err != nil {
 			return fmt.Errorf("%w: group %d: %w", ErrStorage, gid, err)
@@ -144,6 +148,11 @@ func (n *Node) restore() error {
 	}
 	return nil
 }
+
+// defaultMemTail is how many executed instances a group keeps in memory
+// for learners (fewer if HoldCount is smaller); older ones are read from
+// storage.
+const defaultMemTail = 1024
 
 // MyNodeID returns this node's id.
 func (n *Node) MyNodeID() uint64 { return n.opts.MyNode }

@@ -474,7 +474,7 @@ func TestServeExitStatus(t *testing.T) {
 	}
 
 	// Record the data directory as cluster 7's, then start it as cluster 8's.
-	stop, err := startNode(nodeConfig{1, paxosAddr, httpAddr, map[uint64]string{1: paxosAddr}, data, 1, time.Second, 7, nil})
+	stop, err := startNode(nodeConfig{1, paxosAddr, httpAddr, map[uint64]string{1: paxosAddr}, data, 1, time.Second, 7, nil, 0, 0})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +498,7 @@ func TestStartNodeFailureOpensNoHTTP(t *testing.T) {
 	}
 	paxosAddr, httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	data := t.TempDir()
-	c := nodeConfig{1, paxosAddr, httpAddr, map[uint64]string{1: paxosAddr}, data, 1, time.Second, 7, nil}
+	c := nodeConfig{1, paxosAddr, httpAddr, map[uint64]string{1: paxosAddr}, data, 1, time.Second, 7, nil, 0, 0}
 	stop, err := startNode(c)
 	if err != nil {
 		t.Fatal(err)

@@ -109,6 +109,9 @@ type nodeConfig struct {
 	timeout   time.Duration
 	clusterID uint64
 	logger    *slog.Logger
+	// checkpoint and hold are Options.CheckpointInterval and HoldCount
+	// (0: the library defaults).
+	checkpoint, hold int
 }
 
 // startNode runs one paxoskv node and then, once the node has started, its
@@ -126,6 +129,9 @@ func startNode(c nodeConfig) (stop func(), err error) {
 		StateMachines: []paxos.StateMachine{sm},
 		MaxValueSize:  maxProposal,
 		Logger:        c.logger,
+
+		CheckpointInterval: c.checkpoint,
+		HoldCount:          c.hold,
 	}, real.Config{Peers: c.peers, ListenAddr: c.listen, DataDir: c.data})
 	if err != nil {
 		return nil, err
@@ -162,6 +168,8 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout (> 0)")
 	cluster := fs.Uint64("cluster-id", clusterID, "cluster id (non-zero); nodes drop frames from other clusters")
 	verbose := fs.Bool("v", false, "debug logging")
+	checkpoint := fs.Int("checkpoint-interval", 0, "instances between two checkpoints of a group (default 10000)")
+	hold := fs.Int("hold-count", 0, "instances of log kept below the newest checkpoint (default 100000; -1 never cleans)")
 	if err := parseFlags(fs, args); err != nil {
 		return nodeConfig{}, err
 	}
@@ -174,6 +182,8 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 		return nodeConfig{}, flagErrorf("--timeout must be positive, got %v", *timeout)
 	case *cluster == 0:
 		return nodeConfig{}, flagErrorf("--cluster-id must be non-zero")
+	case *checkpoint < 0:
+		return nodeConfig{}, flagErrorf("--checkpoint-interval must not be negative, got %d", *checkpoint)
 	}
 	if _, _, err := net.SplitHostPort(*httpAddr); err != nil {
 		return nodeConfig{}, flagErrorf("--http %q: %v", *httpAddr, err)
@@ -190,7 +200,7 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return nodeConfig{*id, *listen, *httpAddr, p, *data, *groups, *timeout, *cluster, logger}, nil
+	return nodeConfig{*id, *listen, *httpAddr, p, *data, *groups, *timeout, *cluster, logger, *checkpoint, *hold}, nil
 }
 
 func serve(args []string) error {
@@ -262,7 +272,7 @@ func demo(args []string) (err error) {
 	for i := range 3 {
 		id := uint64(i + 1)
 		stop, err := startNode(nodeConfig{id, peers[id], fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			peers, filepath.Join(*dir, fmt.Sprintf("node%d", id)), *groups, 5 * time.Second, clusterID, logger})
+			peers, filepath.Join(*dir, fmt.Sprintf("node%d", id)), *groups, 5 * time.Second, clusterID, logger, 0, 0})
 		if err != nil {
 			return err
 		}

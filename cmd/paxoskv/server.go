@@ -237,6 +237,8 @@ type groupStatus struct {
 	BallotCounter uint64 `json:"ballot_counter"`
 	Chosen        uint64 `json:"chosen"`
 	Executed      uint64 `json:"executed"`
+	LogStart      uint64 `json:"log_start"`  // lowest instance still in the log
+	Checkpoint    uint64 `json:"checkpoint"` // newest checkpoint's instance
 	Queued        int    `json:"queued"`
 	Pending       int    `json:"pending"`
 }
@@ -254,6 +256,11 @@ type nodeStats struct {
 	BytesReceived uint64   `json:"bytes_received"`
 	BadMessages   uint64   `json:"bad_messages"`
 	UnknownGroups uint64   `json:"unknown_groups"`
+	Checkpoints   uint64   `json:"checkpoints"`
+	Installs      uint64   `json:"installs"`
+	SnapSends     uint64   `json:"snapshot_sends"`
+	SnapRecvs     uint64   `json:"snapshot_receives"`
+	SnapBytesRecv uint64   `json:"snapshot_bytes_received"`
 	Env           envStats `json:"env"`
 }
 
@@ -286,7 +293,8 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Groups = append(out.Groups, groupStatus{
 			Group: g, Leader: st.Leader, IsLeader: st.IsLeader, BallotCounter: st.BallotCounter,
-			Chosen: st.Chosen, Executed: st.Executed, Queued: st.Queued, Pending: st.Pending,
+			Chosen: st.Chosen, Executed: st.Executed, LogStart: st.LogStart, Checkpoint: st.Checkpoint,
+			Queued: st.Queued, Pending: st.Pending,
 		})
 	}
 	st := s.node.Stats()
@@ -296,6 +304,8 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		MsgsSent: st.MsgsSent, BytesSent: st.BytesSent,
 		MsgsReceived: st.MsgsReceived, BytesReceived: st.BytesReceived,
 		BadMessages: st.BadMessages, UnknownGroups: st.UnknownGroups,
+		Checkpoints: st.Checkpoints, Installs: st.Installs, SnapSends: st.SnapSends, SnapRecvs: st.SnapRecvs,
+		SnapBytesRecv: st.SnapBytesRecv,
 		Env: envStats{
 			Fsyncs: st.Env.Fsyncs, SendDrops: st.Env.SendDrops, BadFrames: st.Env.BadFrames,
 			ForeignFrames: st.Env.ForeignFrames, StrangerFrames: st.Env.StrangerFrames,
