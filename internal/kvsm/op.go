@@ -11,6 +11,12 @@
 // and successful CAS). Versions start at 0, never decrease and survive
 // deletion, so a CAS with an expected version can never be confused by a
 // delete-and-recreate of the same key.
+//
+// A [Machine] is also a checkpointer: [Machine.PrepareCheckpoint] takes an
+// O(1) copy-on-write view of a group's state, [Machine.SaveCheckpoint]
+// streams it while execution goes on, and [Machine.RestoreCheckpoint]
+// installs a saved one. [Machine.StateDigest] is a digest of a group's
+// state kept up to date in O(1) per write.
 package kvsm
 
 import (
