@@ -347,11 +347,11 @@ func (m *Machine) Lookup(group uint64, key string) Entry {
 // followed by a 64-bit finalizer so that the sum mixes well.
 func entryHash(k string, e Entry) uint64 {
 	h := fnvString(fnvOffset, k)
+	exists := uint64(0)
 	if e.Exists {
-		h = (h ^ 1) * fnvPrime
-	} else {
-		h = (h ^ 0) * fnvPrime
+		exists = 1
 	}
+	h = (h ^ exists) * fnvPrime
 	h = fnvString(h, e.Value)
 	h = fnvUvarint(h, e.Version)
 	// fmix64 from MurmurHash3.
