@@ -124,8 +124,20 @@ func (n *Node) serveSnap(g *group, m *pb.Message) {
 	n.stats.snapSends.Add(1)
 	store := n.env.Checkpoints
 	var f io.ReadCloser
+	var newest uint64
 	n.env.Worker.Go(func() (err error) {
-		f, err = store.Open(g.id, at)
+		// The newest checkpoint now: a newer one than c.last may have
+		// been committed (and the older removed) since.
+		for range 3 {
+			if newest, err = store.Latest(g.id); err == nil && newest > 0 {
+				if f, err = store.Open(g.id, newest); err == nil {
+					return nil
+				}
+			}
+		}
+		if err == nil {
+			err = errors.New("no checkpoint")
+		}
 		return err
 	}, func(err error) {
 		ra, ok := f.(io.ReaderAt)
@@ -139,10 +151,12 @@ func (n *Node) serveSnap(g *group, m *pb.Message) {
 			if err != nil && c.sends[s.to] == s {
 				n.warn("snapsend", "cannot send a checkpoint", "group", g.id, "to", s.to, "err", err)
 				delete(c.sends, s.to)
+				// Refuse, so the receiver asks again at once.
+				n.sendSnap(g, &pb.Message{Type: pb.MsgType_MSG_SNAP_ACK, To: s.to, Transfer: s.id, Last: true})
 			}
 			return
 		}
-		s.file, s.closer = ra, f
+		s.file, s.closer, s.at = ra, f, newest
 		n.pumpSnap(g, s)
 	})
 }
