@@ -73,6 +73,8 @@ type GroupStatus struct {
 	Executed      uint64 // every instance up to this one is executed here
 	LogStart      uint64 // the lowest instance whose value this node's log may hold; below it, cleaned
 	Checkpoint    uint64 // the instance of the newest checkpoint, 0 if none
+	InMemory      int    // instances the group holds in memory
+	MemoryBound   int    // what InMemory never exceeds (see core.Core.LogBound)
 	Queued        int    // proposals waiting for an instance on this node
 	Pending       int    // proposals of this node waiting for their outcome
 }
@@ -82,7 +84,7 @@ type groupStatus struct {
 	leader, ballot, chosen, executed atomic.Uint64
 	logStart, checkpoint             atomic.Uint64
 	isLeader                         atomic.Bool
-	queued, pending                  atomic.Int64
+	queued, pending, mem, memBound   atomic.Int64
 }
 
 // Status returns what this node knows about group; safe from any goroutine.
@@ -97,6 +99,7 @@ func (n *Node) Status(group uint64) (GroupStatus, error) {
 		Chosen: s.chosen.Load(), Executed: s.executed.Load(),
 		LogStart: s.logStart.Load(), Checkpoint: s.checkpoint.Load(),
 		Queued: int(s.queued.Load()), Pending: int(s.pending.Load()),
+		InMemory: int(s.mem.Load()), MemoryBound: int(s.memBound.Load()),
 	}, nil
 }
 
@@ -111,6 +114,8 @@ func (g *group) publish() {
 	s.logStart.Store(c.LogStart())
 	s.checkpoint.Store(g.ckpt.last)
 	s.queued.Store(int64(c.Pending()))
+	s.mem.Store(int64(c.LogLen()))
+	s.memBound.Store(int64(c.LogBound()))
 	s.pending.Store(int64(len(g.pending)))
 }
 

@@ -388,6 +388,14 @@ func (c *Core) MemBase() uint64 { return c.memBase }
 // LogLen returns how many instances the core holds in memory.
 func (c *Core) LogLen() int { return len(c.log) }
 
+// LogBound is what LogLen never exceeds: the memory tail, the executed
+// instances whose records are not yet handed out in a Ready, the chosen
+// ones not yet executed, and the instances above the chosen prefix (at
+// most MaxLag). It does not grow with the length of the history.
+func (c *Core) LogBound() int {
+	return c.cfg.MemTail + int(c.applied-min(c.applied, c.savedUpto)) + int(c.chosenUpto-c.applied) + int(c.maxIndex-c.chosenUpto)
+}
+
 // Behind reports whether a peer said the values this node needs next were
 // cleaned from its log: only a checkpoint can bring this node forward.
 func (c *Core) Behind() bool { return c.behind }

@@ -33,7 +33,7 @@ type Stats struct {
 	QuickRecrashes                                uint64
 	Checkpoints, Restores, Installs, Transfers    uint64
 	CkptCrashes, CkptErrors, StorageReads         uint64
-	MaxLiveBytes, LongDowns                       uint64
+	MaxLiveBytes, LongDowns, MaxInMemory          uint64
 	LostBytes                                     uint64
 	Syncs, Commits, Batches                       uint64
 	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
@@ -183,6 +183,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	r.w.at(r.healAt, r.heal)
 	for r.err == nil && r.w.now < r.end {
 		r.w.runUntil(min(r.w.now+100*time.Millisecond, r.end))
+		r.checkMemory()
 	}
 	if r.err == nil {
 		r.checkEnd()
@@ -400,6 +401,24 @@ func (r *run) onJump(n *simNode, how string, g, at uint64) {
 	}
 	n.lastExec[g] = at
 	r.checkDigest(n, "after "+how+" checkpoint at", g, at)
+}
+
+// checkMemory fails the run if a node holds more of its log in memory
+// than its core's bound, which does not grow with the history.
+func (r *run) checkMemory() {
+	for _, n := range r.nodes {
+		if !n.up || n.node == nil {
+			continue
+		}
+		for g := range uint64(r.opts.Groups) {
+			st, err := n.node.Status(g)
+			if err == nil && st.InMemory > st.MemoryBound {
+				r.failCheck("memory", "node %d group %d holds %d instances in memory, above its bound %d (status %+v)", n.id, g, st.InMemory, st.MemoryBound, st)
+				return
+			}
+			r.stats.MaxInMemory = max(r.stats.MaxInMemory, uint64(st.InMemory))
+		}
+	}
 }
 
 // checkEnd runs after the drain: every node is up and has executed the
