@@ -60,7 +60,8 @@ type propCluster struct {
 	nodes  []*propNode
 	bag    []*pb.Message // in flight, in send order
 
-	lazy bool // some MustSync Readies wait for an explicit sync action
+	lazy    bool // some MustSync Readies wait for an explicit sync action
+	memTail int  // core.Config.MemTail: small values send learners to storage
 
 	proposed map[string]propID    // data -> the proposal that carries it
 	chosen   map[uint64]*pb.Value // instance -> value, as first seen chosen
@@ -71,6 +72,8 @@ type propCluster struct {
 func newPropCluster(t *rapid.T, n int, window int, seed uint64) *propCluster {
 	c := &propCluster{
 		t: t, seed: seed, window: window, lazy: true,
+		// Half the cases keep only a few executed instances in memory.
+		memTail: rapid.SampledFrom([]int{0, 1, 3}).Draw(t, "memTail"),
 		proposed: map[string]propID{},
 		chosen:   map[uint64]*pb.Value{},
 		at:       map[propID]uint64{},
@@ -99,6 +102,7 @@ func (c *propCluster) config(nd *propNode) core.Config {
 		ElectionTicks:  5,
 		RetryTicks:     5,
 		LearnTicks:     4,
+		MemTail:        c.memTail,
 		Rand:           r.IntN,
 	}
 }
@@ -132,6 +136,7 @@ func (c *propCluster) start(nd *propNode) {
 // sync.
 func (c *propCluster) process(nd *propNode) {
 	c.sendEarly(nd)
+	c.serveReads(nd)
 	for nd.pending == nil && nd.core.HasReady() {
 		rd := nd.core.Ready()
 		if rd.HardState != nil {
@@ -150,6 +155,34 @@ func (c *propCluster) process(nd *propNode) {
 		// Without MustSync the records stay written but unsynced: a crash
 		// before the next sync loses them, as a real disk may.
 		c.release(nd, rd)
+	}
+}
+
+// serveReads answers the core's storage reads from what nd has written
+// (synced or not), as env.Storage.Read does: the latest entry of each
+// instance, contiguous from the first one asked for.
+func (c *propCluster) serveReads(nd *propNode) {
+	for {
+		reads := nd.core.LogReads()
+		if len(reads) == 0 {
+			return
+		}
+		for _, r := range reads {
+			latest := map[uint64]*pb.Entry{}
+			for _, recs := range [][]*pb.Record{nd.durable, nd.written} {
+				for _, rec := range recs {
+					if rec.Entry != nil {
+						latest[rec.Entry.Instance] = rec.Entry
+					}
+				}
+			}
+			var out []*pb.Entry
+			for i := r.From; latest[i] != nil && len(out) < 64; i++ {
+				out = append(out, latest[i])
+			}
+			nd.core.ServeLog(r.To, r.From, out)
+			c.sendEarly(nd)
+		}
 	}
 }
 
