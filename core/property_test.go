@@ -73,7 +73,7 @@ func newPropCluster(t *rapid.T, n int, window int, seed uint64) *propCluster {
 	c := &propCluster{
 		t: t, seed: seed, window: window, lazy: true,
 		// Half the cases keep only a few executed instances in memory.
-		memTail: rapid.SampledFrom([]int{0, 1, 3}).Draw(t, "memTail"),
+		memTail:  rapid.SampledFrom([]int{0, 1, 3}).Draw(t, "memTail"),
 		proposed: map[string]propID{},
 		chosen:   map[uint64]*pb.Value{},
 		at:       map[propID]uint64{},
