@@ -258,9 +258,16 @@ type ckptCheck struct {
 	crc  uint32
 	size uint64
 	tail []byte // the last ckptTrailer bytes seen, not yet in crc
+	head []byte // the first bytes: magic and the start of the header
 }
 
+// ckptHead is how much of a checkpoint's start names its group and instance.
+const ckptHead = len(ckptMagic) + ckptHeader + 16
+
 func (k *ckptCheck) feed(p []byte) {
+	if n := ckptHead - len(k.head); n > 0 {
+		k.head = append(k.head, p[:min(n, len(p))]...)
+	}
 	k.tail = append(k.tail, p...)
 	if over := len(k.tail) - ckptTrailer; over > 0 {
 		k.crc = crc32.Update(k.crc, castagnoli, k.tail[:over])
@@ -269,9 +276,15 @@ func (k *ckptCheck) feed(p []byte) {
 	}
 }
 
-// ok reports whether the bytes fed so far are a whole checkpoint.
-func (k *ckptCheck) ok() bool {
-	if len(k.tail) != ckptTrailer || k.tail[0] != 'Z' || k.size < uint64(len(ckptMagic)) {
+// ok reports whether the bytes fed so far are a whole checkpoint of group
+// at instance.
+func (k *ckptCheck) ok(group, instance uint64) bool {
+	if len(k.tail) != ckptTrailer || k.tail[0] != 'Z' || len(k.head) != ckptHead {
+		return false
+	}
+	h := k.head[len(ckptMagic):]
+	if string(k.head[:len(ckptMagic)]) != ckptMagic || h[0] != 'H' ||
+		binary.BigEndian.Uint64(h[ckptHeader:]) != group || binary.BigEndian.Uint64(h[ckptHeader+8:]) != instance {
 		return false
 	}
 	p := k.tail[ckptHeader:]

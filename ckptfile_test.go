@@ -78,8 +78,11 @@ func TestCheckpointFile(t *testing.T) {
 	for off := 0; off < len(data); off += 1000 {
 		k.feed(data[off:min(off+1000, len(data))])
 	}
-	if !k.ok() {
+	if !k.ok(3, 77) {
 		t.Errorf("the streaming check rejects a whole checkpoint")
+	}
+	if k.ok(3, 78) || k.ok(2, 77) {
+		t.Errorf("the streaming check accepts a checkpoint of another group or instance")
 	}
 }
 
@@ -96,7 +99,7 @@ func TestCheckpointFileDamage(t *testing.T) {
 		}
 		var k ckptCheck
 		k.feed(data[:n])
-		if k.ok() {
+		if k.ok(3, 77) {
 			t.Fatalf("the streaming check accepts %d of %d bytes", n, len(data))
 		}
 	}
@@ -106,7 +109,7 @@ func TestCheckpointFileDamage(t *testing.T) {
 			bad[i] ^= 1 << bit
 			var k ckptCheck
 			k.feed(bad)
-			if k.ok() {
+			if k.ok(3, 77) {
 				t.Fatalf("the streaming check accepts a flipped bit %d of byte %d", bit, i)
 			}
 			if err := restoreInto(bad, 3, 77, fresh()); err == nil {

@@ -338,8 +338,8 @@ func (n *Node) writeRecv(g *group, r *snapRecv) {
 
 // commitRecv checks the whole received file, commits it and installs it.
 func (n *Node) commitRecv(g *group, r *snapRecv) {
-	if !r.check.ok() {
-		n.abortRecv(g, "the received checkpoint fails its checksum")
+	if !r.check.ok(g.id, r.at) || r.w == nil {
+		n.abortRecv(g, "the received checkpoint fails its checksum or is not of this group and instance")
 		return
 	}
 	if r.at <= g.executed {
