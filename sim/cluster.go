@@ -339,6 +339,10 @@ func (r *run) start(n *simNode) {
 		r.checkRefusedCorrupt(n, node, err)
 		return
 	}
+	if n.disk.badCkpt != 0 {
+		r.checkRefusedCheckpoint(n, node, err)
+		return
+	}
 	if err != nil {
 		n.up = false
 		if errors.Is(err, core.ErrCorruptState) {
@@ -372,9 +376,31 @@ func (r *run) checkRefusedCorrupt(n *simNode, node *paxos.Node, err error) {
 	r.w.after(r.w.between(time.Millisecond, 100*time.Millisecond), func() { r.restart(n) })
 }
 
+// checkRefusedCheckpoint runs after a start on a disk whose checkpoint has
+// a flipped bit: the start must have failed with ErrStorage and
+// ErrBadCheckpoint. The checkpoint is then restored and the node started
+// again.
+func (r *run) checkRefusedCheckpoint(n *simNode, node *paxos.Node, err error) {
+	if err == nil || !errors.Is(err, paxos.ErrStorage) || !errors.Is(err, paxos.ErrBadCheckpoint) {
+		r.failCheck("corruption", "node %d on a disk whose checkpoint of group %d has a flipped bit: started %v, error %v, want ErrStorage and ErrBadCheckpoint",
+			n.id, n.disk.badCkpt-1, node != nil, err)
+		return
+	}
+	r.stats.CorruptionsFound++
+	r.w.tracef("n%d refused its corrupt checkpoint: %v", n.id, err)
+	n.up = false
+	n.disk.repairCheckpoint()
+	r.w.after(r.w.between(time.Millisecond, 100*time.Millisecond), func() { r.restart(n) })
+}
+
 // corrupt flips a bit in a synced record of a node that is down: an entry,
 // a hard state or the last synced record.
 func (r *run) corrupt(n *simNode) {
+	if r.w.chance(0.3) && n.disk.flipCheckpoint(r.w.rng.IntN(8), r.w.rng.IntN(1<<20)) {
+		r.stats.Corruptions++
+		r.w.tracef("n%d disk: flipped a bit in a checkpoint", n.id)
+		return
+	}
 	all := n.disk.records(false, false)
 	if len(all) == 0 {
 		return
@@ -405,7 +431,7 @@ func (r *run) crash(n *simNode) {
 	}
 	r.stats.LostBytes += uint64(n.disk.crash(keep))
 	r.checkDurable(n)
-	if n.disk.corruptRecord < 0 && r.w.chance(r.disks.corrupt) {
+	if n.disk.corruptRecord < 0 && n.disk.badCkpt == 0 && r.w.chance(r.disks.corrupt) {
 		r.corrupt(n)
 	}
 	n.up = false

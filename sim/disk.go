@@ -3,6 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
@@ -44,6 +45,42 @@ type disk struct {
 	// atomic and durable (a rename and fsync); an uncommitted checkpoint
 	// lives only in its writer, and dies with the process.
 	ckpts map[uint64]diskCkpt
+	// badCkpt is the group+1 of a checkpoint with a flipped bit (0: none);
+	// goodCkpt its bytes before the flip.
+	badCkpt  uint64
+	goodCkpt []byte
+}
+
+// flipCheckpoint corrupts one bit of a committed checkpoint, if there is
+// one; it reports whether it did.
+func (d *disk) flipCheckpoint(pick, bit int) bool {
+	var groups []uint64
+	for g := range d.ckpts {
+		groups = append(groups, g)
+	}
+	if len(groups) == 0 {
+		return false
+	}
+	slices.Sort(groups)
+	g := groups[pick%len(groups)]
+	c := d.ckpts[g]
+	if len(c.data) == 0 {
+		return false
+	}
+	d.badCkpt, d.goodCkpt = g+1, c.data
+	bad := slices.Clone(c.data)
+	bad[bit/8%len(bad)] ^= 1 << (bit % 8)
+	d.ckpts[g] = diskCkpt{c.instance, bad}
+	return true
+}
+
+// repairCheckpoint undoes flipCheckpoint.
+func (d *disk) repairCheckpoint() {
+	if d.badCkpt != 0 {
+		c := d.ckpts[d.badCkpt-1]
+		d.ckpts[d.badCkpt-1] = diskCkpt{c.instance, d.goodCkpt}
+		d.badCkpt, d.goodCkpt = 0, nil
+	}
 }
 
 type diskMark struct {
