@@ -369,10 +369,16 @@ func (r *run) checkRefusedCorrupt(n *simNode, node *paxos.Node, err error) {
 		r.failCheck("corruption", "node %d on a disk with a flipped bit at record offset %d: error %v, want ErrStorage naming the record", n.id, n.disk.corruptRecord, err)
 		return
 	}
+	r.refused(n, "disk", err, n.disk.repair)
+}
+
+// refused follows a start that rightly refused a damaged disk: the damage
+// is repaired, as from a backup, and the node started again.
+func (r *run) refused(n *simNode, what string, err error, repair func()) {
 	r.stats.CorruptionsFound++
-	r.w.tracef("n%d refused its corrupt disk: %v", n.id, err)
+	r.w.tracef("n%d refused its corrupt %s: %v", n.id, what, err)
 	n.up = false
-	n.disk.repair()
+	repair()
 	r.w.after(r.w.between(time.Millisecond, 100*time.Millisecond), func() { r.restart(n) })
 }
 
@@ -386,11 +392,7 @@ func (r *run) checkRefusedCheckpoint(n *simNode, node *paxos.Node, err error) {
 			n.id, n.disk.badCkpt-1, node != nil, err)
 		return
 	}
-	r.stats.CorruptionsFound++
-	r.w.tracef("n%d refused its corrupt checkpoint: %v", n.id, err)
-	n.up = false
-	n.disk.repairCheckpoint()
-	r.w.after(r.w.between(time.Millisecond, 100*time.Millisecond), func() { r.restart(n) })
+	r.refused(n, "checkpoint", err, n.disk.repairCheckpoint)
 }
 
 // corrupt flips a bit in a synced record of a node that is down: an entry,
