@@ -332,6 +332,12 @@ func New(cfg Config, st State) (*Core, error) {
 		}
 		c.savedUpto = hs.ChosenUpto
 	}
+	if hs.GetChosenUpto() < st.Base {
+		// The checkpoint may cover instances whose chosen value never
+		// reached this disk (a checkpoint commits apart from the log):
+		// their records are not to be served. The log starts after it.
+		c.Clean(st.Base + 1)
+	}
 	// Accepting a ballot implies promising it. A crash between the records
 	// of one Ready may keep an accepted entry but not the promise raised
 	// with it; never promise less than what was accepted.
