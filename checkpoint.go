@@ -233,6 +233,7 @@ func (n *Node) finishInstall(g *group, at uint64) {
 	c := &g.ckpt
 	c.installing = false
 	g.core.Install(at)
+	g.core.Installing(0) // Install clears it too, unless the core had executed past at
 	c.last = max(c.last, at)
 	clear(c.skip)
 	held := c.held

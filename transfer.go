@@ -265,6 +265,7 @@ func (n *Node) onSnapChunk(g *group, m *pb.Message) {
 			return
 		}
 		r.at = m.Instance
+		g.core.Installing(r.at)
 	}
 	if m.Instance != r.at {
 		n.abortRecv(g, "the sender changed checkpoints")
@@ -366,6 +367,7 @@ func (n *Node) commitRecv(g *group, r *snapRecv) {
 		}
 		if err != nil {
 			n.warn("snaprecv", "committing a received checkpoint failed", "group", g.id, "err", err)
+			g.core.Installing(0)
 			return
 		}
 		n.install(g, at)
@@ -382,6 +384,7 @@ func (n *Node) abortRecv(g *group, why string) {
 	n.opts.Logger.Info("checkpoint transfer dropped", "group", g.id, "from", r.from, "why", why)
 	n.stats.snapAborts.Add(1)
 	g.ckpt.recv = nil
+	g.core.Installing(0)
 	r.aborted = true
 	n.sendSnap(g, &pb.Message{Type: pb.MsgType_MSG_SNAP_ACK, To: r.from, Transfer: r.id, Last: true})
 	if !r.writing {

@@ -60,7 +60,7 @@ func (c *Core) onAccept(m *pb.Message) {
 	ids := make([]uint64, 0, len(m.Entries))
 	var chosen []*pb.Entry
 	for _, e := range m.Entries {
-		if c.tooFar(e.Instance) || e.Instance <= c.memBase {
+		if c.tooFar(e.Instance) || e.Instance <= c.memBase || e.Instance <= c.noVote {
 			continue // no vote: this node must catch up first, or executed it long ago
 		}
 		if old := c.log[e.Instance]; old != nil && old.Chosen {

@@ -117,7 +117,21 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("Ready after Install: clean below %d, committed %v", rd.CleanBelow, rd.Committed)
 	}
 	c.Advance()
-	// An accept at instance 9 gets no vote; one at 11 does.
+	// While a checkpoint up to 12 is on its way, nothing up to 12 gets a
+	// vote; then an accept at instance 9 gets none (installed) and one at
+	// 11 does.
+	c.Installing(12)
+	early := &pb.Message{Type: pb.MsgType_MSG_ACCEPT, From: 2, To: 1, Ballot: &pb.Ballot{Counter: 4, Node: 2}, Entries: []*pb.Entry{acceptedAt(12, "soon")}}
+	early.Entries[0].Ballot = early.Ballot
+	if err := c.Step(early); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range allMessages(c) {
+		if m.Type == pb.MsgType_MSG_ACCEPTED {
+			t.Fatalf("voted for %v while installing a checkpoint up to 12", m.Instances)
+		}
+	}
+	c.Installing(0)
 	acc := &pb.Message{Type: pb.MsgType_MSG_ACCEPT, From: 2, To: 1, Ballot: &pb.Ballot{Counter: 5, Node: 2},
 		Entries: []*pb.Entry{acceptedAt(9, "old"), acceptedAt(11, "new")}}
 	acc.Entries[0].Ballot, acc.Entries[1].Ballot = acc.Ballot, acc.Ballot

@@ -167,6 +167,7 @@ type Core struct {
 	reading    map[uint64]bool      // learners with a storage read in flight
 	behind     bool                 // a peer said the values this node needs were cleaned
 	snapFrom   uint64               // that peer, until WantCheckpoint hands it out
+	noVote     uint64               // a checkpoint covering up to it is being installed: no votes there
 
 	// Proposer state.
 	role        role
@@ -755,7 +756,7 @@ func (c *Core) Install(at uint64) bool {
 			delete(c.bound, i) // its outcome is inside the checkpoint: unknown here
 		}
 	}
-	c.memBase, c.applied = at, at
+	c.memBase, c.applied, c.noVote = at, at, 0
 	c.chosenUpto = max(c.chosenUpto, at)
 	c.maxIndex, c.maxKnown = max(c.maxIndex, at), max(c.maxKnown, at)
 	c.behind = false
@@ -764,6 +765,10 @@ func (c *Core) Install(at uint64) bool {
 	c.flush()
 	return true
 }
+
+// Installing tells the core a checkpoint covering every instance up to at
+// is on its way (0: no longer): until Install, it votes on none of them.
+func (c *Core) Installing(at uint64) { c.noVote = at }
 
 // LogReads hands out the storage reads learners need: for each, read the
 // chosen values from From on (about MaxLearnEntries entries and
