@@ -28,6 +28,36 @@ type ckptState struct {
 	skip  map[uint32]uint64
 	recv  *snapRecv
 	sends map[uint64]*snapSend // by receiver
+	// marks holds, per proposing node, its newest proposal executed here
+	// (checkpoints carry it: an install tells which proposals of this
+	// node it covers).
+	marks map[uint64]propMark
+}
+
+// mark records that a proposal was executed.
+func (c *ckptState) mark(v *pb.Value) {
+	if c.marks == nil {
+		c.marks = map[uint64]propMark{}
+	}
+	if m := c.marks[v.Node]; v.Boot > m.boot || v.Boot == m.boot && v.Seq > m.seq {
+		c.marks[v.Node] = propMark{v.Node, v.Boot, v.Seq}
+	}
+}
+
+// markList returns the marks sorted by node.
+func (c *ckptState) markList() []propMark {
+	var out []propMark
+	for _, node := range slices.Sorted(maps.Keys(c.marks)) {
+		out = append(out, c.marks[node])
+	}
+	return out
+}
+
+func (c *ckptState) setMarks(marks []propMark) {
+	c.marks = map[uint64]propMark{}
+	for _, m := range marks {
+		c.marks[m.node] = m
+	}
 }
 
 // checkpointers returns sms as Checkpointers, or nil if one is not.
@@ -62,9 +92,11 @@ func (n *Node) restoreGroup(g *group) (base uint64, err error) {
 	}
 	if at > 0 {
 		store := n.env.Checkpoints
-		if err := n.loadCheckpoint(g, at, true, func() (io.ReadCloser, error) { return store.Open(g.id, at) }); err != nil {
+		marks, err := n.loadCheckpoint(g, at, true, func() (io.ReadCloser, error) { return store.Open(g.id, at) })
+		if err != nil {
 			return 0, err
 		}
+		g.ckpt.setMarks(marks)
 		g.ckpt.last = at
 		if n.opts.hooks.OnRestore != nil {
 			n.opts.hooks.OnRestore(g.id, at)
@@ -90,22 +122,22 @@ func (n *Node) restoreGroup(g *group) (base uint64, err error) {
 // loadCheckpoint restores the group's checkpoint at instance into its
 // machines. At start (durableFirst) a durable machine whose own state is
 // newer keeps it.
-func (n *Node) loadCheckpoint(g *group, at uint64, durableFirst bool, open func() (io.ReadCloser, error)) error {
+func (n *Node) loadCheckpoint(g *group, at uint64, durableFirst bool, open func() (io.ReadCloser, error)) ([]propMark, error) {
 	r, err := open()
 	if err != nil {
-		return fmt.Errorf("group %d: open checkpoint %d: %w", g.id, at, err)
+		return nil, fmt.Errorf("group %d: open checkpoint %d: %w", g.id, at, err)
 	}
 	defer r.Close()
-	err = readCheckpoint(r, g.id, at, g.ckpt.machines, func(sm Checkpointer, r io.Reader) error {
+	marks, err := readCheckpoint(r, g.id, at, g.ckpt.machines, func(sm Checkpointer, r io.Reader) error {
 		if d, ok := sm.(DurableStateMachine); ok && durableFirst && d.DurableInstance(g.id) >= at {
 			return nil // its own state is newer; its bytes are skipped
 		}
 		return sm.RestoreCheckpoint(g.id, at, r)
 	})
 	if err != nil {
-		return fmt.Errorf("group %d: checkpoint %d: %w", g.id, at, err)
+		return nil, fmt.Errorf("group %d: checkpoint %d: %w", g.id, at, err)
 	}
-	return nil
+	return marks, nil
 }
 
 // skipped reports whether the value of instance for machine smid is
@@ -138,13 +170,13 @@ func (n *Node) maybeCheckpoint(g *group) {
 		views[i] = v
 	}
 	c.taking = true
-	store, machines := n.env.Checkpoints, c.machines
+	store, machines, marks := n.env.Checkpoints, c.machines, c.markList()
 	n.env.Worker.Go(func() error {
 		w, err := store.Create(g.id, claimed)
 		if err != nil {
 			return err
 		}
-		if err := writeCheckpoint(w, g.id, claimed, machines, views); err != nil {
+		if err := writeCheckpoint(w, g.id, claimed, marks, machines, views); err != nil {
 			w.Abort()
 			return err
 		}
@@ -209,8 +241,10 @@ func (n *Node) install(g *group, at uint64) {
 // installFrom is install reading the checkpoint from open.
 func (n *Node) installFrom(g *group, at uint64, open func() (io.ReadCloser, error)) {
 	n.beginInstall(g)
-	n.env.Worker.Go(func() error {
-		return n.loadCheckpoint(g, at, false, open)
+	var marks []propMark
+	n.env.Worker.Go(func() (err error) {
+		marks, err = n.loadCheckpoint(g, at, false, open)
+		return err
 	}, func(err error) {
 		if n.closed {
 			return
@@ -222,14 +256,14 @@ func (n *Node) installFrom(g *group, at uint64, open func() (io.ReadCloser, erro
 			n.stop(fmt.Errorf("%w: install checkpoint: %w", ErrStorage, err))
 			return
 		}
-		n.finishInstall(g, at)
+		n.finishInstall(g, at, marks)
 		n.process()
 	})
 }
 
 // finishInstall moves the group past the checkpoint at instance, restored
 // into its machines, and executes the values held meanwhile beyond it.
-func (n *Node) finishInstall(g *group, at uint64) {
+func (n *Node) finishInstall(g *group, at uint64, marks []propMark) {
 	c := &g.ckpt
 	c.installing = false
 	g.core.Install(at)
@@ -238,7 +272,12 @@ func (n *Node) finishInstall(g *group, at uint64) {
 	clear(c.skip)
 	held := c.held
 	c.held = nil
-	if at > g.executed {
+	installed := at > g.executed
+	if installed {
+		c.setMarks(marks)
+	}
+	mine := c.marks[n.opts.MyNode]
+	if installed {
 		g.executed = at
 		g.status.executed.Store(at)
 		n.stats.installs.Add(1)
@@ -251,10 +290,11 @@ func (n *Node) finishInstall(g *group, at uint64) {
 			n.execute(g, e)
 		}
 	}
-	// A proposal that left this node may have been chosen inside the
-	// checkpoint: its outcome is unknown here.
+	// A proposal of this node the checkpoint may hold (its sequence number
+	// is not above the newest one of this node it executed) has an
+	// outcome unknown here; the others may still be chosen later.
 	for _, seq := range slices.Sorted(maps.Keys(g.pending)) {
-		if !g.core.Queued(seq) {
+		if installed && mine.boot == g.core.Boot() && seq <= mine.seq && !g.core.Queued(seq) {
 			n.stats.timeouts.Add(1)
 			n.untrack(g, seq).fail(fmt.Errorf("%w: %w", ErrTimeout, ErrCheckpointInstalled))
 		}

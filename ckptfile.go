@@ -15,6 +15,8 @@ import (
 //	magic "PXCKPT01"
 //	frame := kind(1) len(u32 BE) crc32c(payload, u32 BE) payload
 //	'H' group(u64) instance(u64) count(u32) smid(u32)*count
+//	'P' count(u32) (node(u64) boot(u64) seq(u64))*count: per proposing
+//	    node, its newest proposal executed up to the instance
 //	then for each state machine, in header order: 'D'* (its bytes) 'E'
 //	'Z' size(u64) crc(u32): the length and CRC-32C of every byte before
 //	    this frame, so a copy can be checked whole without parsing it
@@ -29,6 +31,10 @@ const (
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// propMark is the newest proposal of a node (its boot and sequence
+// number) a group executed.
+type propMark struct{ node, boot, seq uint64 }
 
 // ErrBadCheckpoint means a checkpoint's bytes are corrupt or truncated, or
 // describe another group, instance or set of state machines.
@@ -89,7 +95,7 @@ func (c *ckptWriter) endMachine() error {
 
 // writeCheckpoint writes the checkpoint of group at instance: the views
 // PrepareCheckpoint returned, saved by their machines.
-func writeCheckpoint(w io.Writer, group, instance uint64, sms []Checkpointer, views []any) error {
+func writeCheckpoint(w io.Writer, group, instance uint64, marks []propMark, sms []Checkpointer, views []any) error {
 	bw := bufio.NewWriterSize(w, ckptFrameSize+2*ckptHeader)
 	c := &ckptWriter{w: bw}
 	if err := c.raw([]byte(ckptMagic)); err != nil {
@@ -102,6 +108,15 @@ func writeCheckpoint(w io.Writer, group, instance uint64, sms []Checkpointer, vi
 		h = binary.BigEndian.AppendUint32(h, sm.SMID())
 	}
 	if err := c.frame('H', h); err != nil {
+		return err
+	}
+	p := binary.BigEndian.AppendUint32(nil, uint32(len(marks)))
+	for _, m := range marks {
+		p = binary.BigEndian.AppendUint64(p, m.node)
+		p = binary.BigEndian.AppendUint64(p, m.boot)
+		p = binary.BigEndian.AppendUint64(p, m.seq)
+	}
+	if err := c.frame('P', p); err != nil {
 		return err
 	}
 	for i, sm := range sms {
@@ -203,25 +218,25 @@ func (c *ckptReader) Read(p []byte) (int, error) {
 // the group's machines, and hands each machine its bytes: restore is called
 // with the machine and a reader of its bytes; it must read them all or
 // return an error. Every frame is checked.
-func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, restore func(sm Checkpointer, r io.Reader) error) error {
+func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, restore func(sm Checkpointer, r io.Reader) error) ([]propMark, error) {
 	c := &ckptReader{r: bufio.NewReaderSize(r, ckptFrameSize+2*ckptHeader)}
 	magic := make([]byte, len(ckptMagic))
 	if err := c.full(magic); err != nil {
-		return err
+		return nil, err
 	}
 	if string(magic) != ckptMagic {
-		return c.bad("not a checkpoint (magic %q)", magic)
+		return nil, c.bad("not a checkpoint (magic %q)", magic)
 	}
 	kind, h, err := c.next()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if kind != 'H' || len(h) < 20 {
-		return c.bad("no header")
+		return nil, c.bad("no header")
 	}
 	g, at, count := binary.BigEndian.Uint64(h), binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint32(h[16:])
 	if g != group || at != instance || uint64(len(h)) != 20+4*uint64(count) {
-		return c.bad("header of group %d instance %d, want group %d instance %d", g, at, group, instance)
+		return nil, c.bad("header of group %d instance %d, want group %d instance %d", g, at, group, instance)
 	}
 	var ids, want []uint32
 	for i := range count {
@@ -231,25 +246,36 @@ func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, res
 		want = append(want, sm.SMID())
 	}
 	if fmt.Sprint(ids) != fmt.Sprint(want) {
-		return fmt.Errorf("%w: it holds state machines %v, this node runs %v", ErrBadCheckpoint, ids, want)
+		return nil, fmt.Errorf("%w: it holds state machines %v, this node runs %v", ErrBadCheckpoint, ids, want)
+	}
+	kind, p, err := c.next()
+	if err != nil {
+		return nil, err
+	}
+	if kind != 'P' || len(p) < 4 || uint64(len(p)) != 4+24*uint64(binary.BigEndian.Uint32(p)) {
+		return nil, c.bad("no proposal marks")
+	}
+	var marks []propMark
+	for q := p[4:]; len(q) > 0; q = q[24:] {
+		marks = append(marks, propMark{binary.BigEndian.Uint64(q), binary.BigEndian.Uint64(q[8:]), binary.BigEndian.Uint64(q[16:])})
 	}
 	for _, sm := range sms {
 		c.kind, c.data = 0, nil
 		if err := restore(sm, c); err != nil {
-			return fmt.Errorf("state machine %d: %w", sm.SMID(), err)
+			return nil, fmt.Errorf("state machine %d: %w", sm.SMID(), err)
 		}
 		if _, err := io.Copy(io.Discard, c); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	kind, _, err = c.next()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if kind != 'Z' {
-		return c.bad("frame %q where the trailer belongs", kind)
+		return nil, c.bad("frame %q where the trailer belongs", kind)
 	}
-	return nil
+	return marks, nil
 }
 
 // ckptCheck checks a checkpoint's bytes as they stream in, without parsing

@@ -46,16 +46,20 @@ func checkpointOf(t *testing.T, sms []Checkpointer) []byte {
 		views = append(views, v)
 	}
 	var buf bytes.Buffer
-	if err := writeCheckpoint(&buf, 3, 77, sms, views); err != nil {
+	if err := writeCheckpoint(&buf, 3, 77, []propMark{{1, 2, 3}, {2, 1, 9}}, sms, views); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
 }
 
 func restoreInto(data []byte, group, instance uint64, sms []Checkpointer) error {
-	return readCheckpoint(bytes.NewReader(data), group, instance, sms, func(sm Checkpointer, r io.Reader) error {
+	marks, err := readCheckpoint(bytes.NewReader(data), group, instance, sms, func(sm Checkpointer, r io.Reader) error {
 		return sm.RestoreCheckpoint(group, instance, r)
 	})
+	if err == nil && fmt.Sprint(marks) != fmt.Sprint([]propMark{{1, 2, 3}, {2, 1, 9}}) {
+		return fmt.Errorf("proposal marks %v", marks)
+	}
+	return err
 }
 
 // TestCheckpointFile round-trips a checkpoint of two machines, one larger
@@ -135,7 +139,7 @@ func TestCheckpointFileDamage(t *testing.T) {
 // A machine's restore error is reported with its SMID.
 func TestCheckpointRestoreError(t *testing.T) {
 	data := checkpointOf(t, []Checkpointer{&memSM{id: 9, state: []byte("x")}})
-	err := readCheckpoint(bytes.NewReader(data), 3, 77, []Checkpointer{&memSM{id: 9}}, func(Checkpointer, io.Reader) error {
+	_, err := readCheckpoint(bytes.NewReader(data), 3, 77, []Checkpointer{&memSM{id: 9}}, func(Checkpointer, io.Reader) error {
 		return fmt.Errorf("disk full")
 	})
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("state machine 9: disk full")) {

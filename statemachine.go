@@ -107,6 +107,7 @@ func (n *Node) execute(g *group, e *pb.Entry) {
 	if v.Noop {
 		return
 	}
+	g.ckpt.mark(v)
 	var p *proposal
 	if v.Node == n.opts.MyNode && v.Boot == g.core.Boot() {
 		p = n.untrack(g, v.Seq)
