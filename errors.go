@@ -28,8 +28,9 @@ var (
 )
 
 // ErrCheckpointInstalled comes wrapped with ErrTimeout: the group installed
-// a checkpoint from a peer while the proposal was in flight, so whether
-// its value was chosen (inside the checkpoint) is unknown here.
+// a checkpoint from a peer while the proposal was in flight, and the
+// checkpoint may hold its value (it holds one of this node's proposals at
+// least as recent), so whether it was chosen is unknown here.
 var ErrCheckpointInstalled = errors.New("paxos: a checkpoint was installed while the proposal was in flight")
 
 // ErrIdentityMismatch means the storage was recorded for another node id,
