@@ -1,10 +1,12 @@
 package paxos_test
 
 import (
+	"bytes"
 	"container/heap"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"slices"
@@ -82,6 +84,12 @@ type hnode struct {
 	durable  int      // recs[:durable] survive a crash
 	sms      []*recSM // fresh per incarnation
 	commits  map[uint64][]uint64
+	ckpts    map[uint64]hckpt // per group: the newest committed checkpoint
+}
+
+type hckpt struct {
+	at   uint64
+	data []byte
 }
 
 func newCluster(t *testing.T, n, groups int, smids []uint32, tweak func(*paxos.Options)) *cluster {
@@ -198,10 +206,58 @@ type nodeEnv struct {
 }
 
 func (e *nodeEnv) all() env.Env {
-	return env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: func() error {
+	return env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Checkpoints: e, Worker: e, Close: func() error {
 		e.closed.Store(true)
 		return nil
 	}}
+}
+
+// The checkpoint store: a commit is atomic and durable at once.
+
+func (e *nodeEnv) Latest(group uint64) (uint64, error) { return e.h.ckpts[group].at, nil }
+
+func (e *nodeEnv) Create(group, instance uint64) (env.CheckpointWriter, error) {
+	return &hckptWriter{h: e.h, group: group, at: instance}, nil
+}
+
+func (e *nodeEnv) Open(group, instance uint64) (io.ReadCloser, error) {
+	c := e.h.ckpts[group]
+	if c.at != instance {
+		return nil, fmt.Errorf("no checkpoint %d of group %d", instance, group)
+	}
+	return readerAtCloser{bytes.NewReader(c.data)}, nil
+}
+
+type readerAtCloser struct{ *bytes.Reader }
+
+func (readerAtCloser) Close() error { return nil }
+
+type hckptWriter struct {
+	h         *hnode
+	group, at uint64
+	buf       bytes.Buffer
+}
+
+func (w *hckptWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+func (w *hckptWriter) Abort()                      {}
+func (w *hckptWriter) Commit() error {
+	if w.h.ckpts == nil {
+		w.h.ckpts = map[uint64]hckpt{}
+	}
+	if w.at > w.h.ckpts[w.group].at {
+		w.h.ckpts[w.group] = hckpt{w.at, w.buf.Bytes()}
+	}
+	return nil
+}
+
+// Go runs a job a little later on the harness's goroutine.
+func (e *nodeEnv) Go(job func() error, done func(error)) {
+	e.h.c.after(syncDelay, func() {
+		if e.alive() {
+			err := job()
+			e.Post(func() { done(err) })
+		}
+	})
 }
 
 func (e *nodeEnv) alive() bool { return e.h.up && e.h.inc == e.inc }
@@ -1009,5 +1065,84 @@ func TestDurableStateMachine(t *testing.T) {
 	}
 	if got := sms[3].execs; !slices.Equal(got, want) {
 		t.Fatalf("node 3 executed %v across its restart, want each of %v once", got, want)
+	}
+}
+
+// sumSM is a Checkpointer: its state is the sum of the values' lengths.
+type sumSM struct{ sum uint64 }
+
+func (s *sumSM) SMID() uint32 { return 1 }
+func (s *sumSM) Execute(group, instance uint64, value []byte, ctx any) (any, error) {
+	s.sum += uint64(len(value))
+	return s.sum, nil
+}
+func (s *sumSM) PrepareCheckpoint(group, instance uint64) (any, error) { return s.sum, nil }
+func (s *sumSM) SaveCheckpoint(group uint64, view any, w io.Writer) error {
+	_, err := fmt.Fprint(w, view)
+	return err
+}
+func (s *sumSM) RestoreCheckpoint(group, instance uint64, r io.Reader) error {
+	_, err := fmt.Fscan(r, &s.sum)
+	return err
+}
+
+// laggingSM is a Checkpointer that also keeps its own durable state, which
+// lags: it covers only half of what it executed.
+type laggingSM struct {
+	sumSM
+	executed uint64
+}
+
+func (s *laggingSM) SMID() uint32 { return 2 }
+func (s *laggingSM) Execute(group, instance uint64, value []byte, ctx any) (any, error) {
+	s.executed = instance
+	return s.sumSM.Execute(group, instance, value, ctx)
+}
+func (s *laggingSM) DurableInstance(group uint64) uint64 { return s.executed / 2 }
+
+// TestCheckpointsCleanBelowEveryMachine: with checkpoints every 5
+// instances and 2 held, a group cleans its log, but never above what its
+// slowest machine's durable state covers (the minimum over the machines,
+// PhxPaxos #122); and a node kept away past the cleaned log comes back by
+// a checkpoint transfer, with the same state, without a restart.
+func TestCheckpointsCleanBelowEveryMachine(t *testing.T) {
+	type machines struct {
+		sum *sumSM
+		lag *laggingSM
+	}
+	sms := map[uint64]machines{}
+	c := newCluster(t, 3, 1, nil, func(o *paxos.Options) {
+		m := machines{&sumSM{}, &laggingSM{}}
+		sms[o.MyNode] = m
+		o.StateMachines = []paxos.StateMachine{m.sum, m.lag}
+		o.CheckpointInterval, o.HoldCount = 5, 2
+	})
+	c.isolate(3, true)
+	for k := range 40 {
+		c.mustPropose(1, 0, fmt.Sprintf("v%d", k), &paxos.SMCtx{SMID: uint32(1 + k%2)})
+	}
+	c.run(time.Second)
+	st, err := c.nodes[1].node.Status(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	durable := sms[1].lag.DurableInstance(0)
+	if st.Checkpoint == 0 || st.LogStart <= 1 || st.LogStart > durable+1-2 {
+		t.Fatalf("node 1: checkpoint %d, log start %d; the lagging machine covers %d, 2 held", st.Checkpoint, st.LogStart, durable)
+	}
+	min, err := c.nodes[1].node.MinChosenInstanceID(0)
+	if err != nil || min != st.LogStart {
+		t.Errorf("MinChosenInstanceID %d (%v), want the log start %d", min, err, st.LogStart)
+	}
+
+	c.isolate(3, false)
+	c.run(3 * time.Second)
+	if got := c.nodes[3].node.Stats().Installs; got == 0 {
+		t.Fatalf("node 3 caught up without installing a checkpoint")
+	}
+	for _, id := range c.ids {
+		if s, want := sms[id].sum.sum+sms[id].lag.sum, sms[1].sum.sum+sms[1].lag.sum; s != want {
+			t.Errorf("node %d: state %d, node 1 has %d", id, s, want)
+		}
 	}
 }
