@@ -18,20 +18,20 @@ import (
 // and how many failed.
 type window struct {
 	start, end time.Time
+	dur        time.Duration // end - start, or the sum of the merged windows'
 	ops, errs  int64
 	lats       []time.Duration
 	doneAt     int64 // PUTs of the phase ended when the window closed
 }
 
 func (w window) opsPerSec() float64 {
-	d := w.end.Sub(w.start).Seconds()
-	if d <= 0 {
+	if w.dur <= 0 {
 		return 0
 	}
-	return float64(w.ops) / d
+	return float64(w.ops) / w.dur.Seconds()
 }
 
-// merge appends o to w: w then spans both.
+// merge adds o to w: w then covers both (which need not be contiguous).
 func (w *window) merge(o window) {
 	if w.start.IsZero() || (!o.start.IsZero() && o.start.Before(w.start)) {
 		w.start = o.start
@@ -39,6 +39,7 @@ func (w *window) merge(o window) {
 	if o.end.After(w.end) {
 		w.end = o.end
 	}
+	w.dur += o.dur
 	w.ops += o.ops
 	w.errs += o.errs
 	w.lats = append(w.lats, o.lats...)
@@ -84,13 +85,14 @@ func mib(b int64) string {
 
 // recorder collects the writers' results into windows. With every > 0 it
 // closes a window each time the phase's count of PUTs reaches a multiple
-// of every and sends it on cuts; cut closes one on demand.
+// of every, or mark, and sends it on cuts; cut closes one on demand.
 type recorder struct {
 	mu      sync.Mutex
 	win     window
 	done    int64 // PUTs of the phase that ended
 	errs    int64 // of which failed
 	every   int64
+	mark    int64
 	lastErr string
 	cuts    chan window
 }
@@ -98,11 +100,11 @@ type recorder struct {
 func newRecorder() *recorder { return &recorder{cuts: make(chan window, 4096)} }
 
 // reset starts a phase: counts from zero, a new window, a window every
-// `every` PUTs (0: on demand only).
-func (r *recorder) reset(every int64) {
+// `every` PUTs (0: on demand only) and one when mark PUTs ended.
+func (r *recorder) reset(every, mark int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.done, r.errs, r.every, r.lastErr = 0, 0, every, ""
+	r.done, r.errs, r.every, r.mark, r.lastErr = 0, 0, every, mark, ""
 	r.win = window{start: time.Now()}
 }
 
@@ -124,7 +126,7 @@ func (r *recorder) add(d time.Duration, err error) {
 		r.lastErr = err.Error()
 	}
 	var w window
-	cut := r.every > 0 && r.done%r.every == 0
+	cut := r.every > 0 && (r.done%r.every == 0 || r.done == r.mark)
 	if cut {
 		w = r.cutLocked()
 	}
@@ -144,7 +146,7 @@ func (r *recorder) cut() window {
 func (r *recorder) cutLocked() window {
 	now := time.Now()
 	w := r.win
-	w.end, w.doneAt = now, r.done
+	w.end, w.dur, w.doneAt = now, now.Sub(w.start), r.done
 	r.win = window{start: now, lats: make([]time.Duration, 0, cap(w.lats))}
 	return w
 }
