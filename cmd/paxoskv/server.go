@@ -239,6 +239,8 @@ type groupStatus struct {
 	Executed      uint64 `json:"executed"`
 	LogStart      uint64 `json:"log_start"`  // lowest instance still in the log
 	Checkpoint    uint64 `json:"checkpoint"` // newest checkpoint's instance
+	InMemory      int    `json:"in_memory"`  // instances held in memory
+	MemoryBound   int    `json:"memory_bound"`
 	Queued        int    `json:"queued"`
 	Pending       int    `json:"pending"`
 }
@@ -257,9 +259,12 @@ type nodeStats struct {
 	BadMessages   uint64   `json:"bad_messages"`
 	UnknownGroups uint64   `json:"unknown_groups"`
 	Checkpoints   uint64   `json:"checkpoints"`
+	CkptErrors    uint64   `json:"checkpoint_errors"`
 	Installs      uint64   `json:"installs"`
 	SnapSends     uint64   `json:"snapshot_sends"`
 	SnapRecvs     uint64   `json:"snapshot_receives"`
+	SnapAborts    uint64   `json:"snapshot_aborts"`
+	SnapBytesSent uint64   `json:"snapshot_bytes_sent"`
 	SnapBytesRecv uint64   `json:"snapshot_bytes_received"`
 	Env           envStats `json:"env"`
 }
@@ -294,6 +299,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		out.Groups = append(out.Groups, groupStatus{
 			Group: g, Leader: st.Leader, IsLeader: st.IsLeader, BallotCounter: st.BallotCounter,
 			Chosen: st.Chosen, Executed: st.Executed, LogStart: st.LogStart, Checkpoint: st.Checkpoint,
+			InMemory: st.InMemory, MemoryBound: st.MemoryBound,
 			Queued: st.Queued, Pending: st.Pending,
 		})
 	}
@@ -304,8 +310,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		MsgsSent: st.MsgsSent, BytesSent: st.BytesSent,
 		MsgsReceived: st.MsgsReceived, BytesReceived: st.BytesReceived,
 		BadMessages: st.BadMessages, UnknownGroups: st.UnknownGroups,
-		Checkpoints: st.Checkpoints, Installs: st.Installs, SnapSends: st.SnapSends, SnapRecvs: st.SnapRecvs,
-		SnapBytesRecv: st.SnapBytesRecv,
+		Checkpoints: st.Checkpoints, CkptErrors: st.CheckpointErrors, Installs: st.Installs,
+		SnapSends: st.SnapSends, SnapRecvs: st.SnapRecvs, SnapAborts: st.SnapAborts,
+		SnapBytesSent: st.SnapBytesSent, SnapBytesRecv: st.SnapBytesRecv,
 		Env: envStats{
 			Fsyncs: st.Env.Fsyncs, SendDrops: st.Env.SendDrops, BadFrames: st.Env.BadFrames,
 			ForeignFrames: st.Env.ForeignFrames, StrangerFrames: st.Env.StrangerFrames,
