@@ -32,7 +32,9 @@ const (
 	snapChunk  = 256 << 10 // bytes per chunk
 	snapWindow = 4 * snapChunk
 	// snapRetryTicks of silence make a sender resend from the acknowledged
-	// offset; snapGiveUp retries without progress end the transfer.
+	// offset; snapGiveUp retries without progress end the transfer. A
+	// receiver gives up after snapRetryTicks without a first chunk, or 4
+	// times that without progress.
 	snapRetryTicks = 50
 	snapGiveUp     = 10
 )
@@ -417,7 +419,15 @@ func (n *Node) tickSnap(g *group) {
 		n.pumpSnap(g, s)
 	}
 	if r := c.recv; r != nil && !r.done && !r.writing {
-		if r.idle++; r.idle > snapRetryTicks*snapGiveUp {
+		// A request that got no chunk may have been lost, or gone to a
+		// node that is down: ask again soon (the next peer that says the
+		// log was cleaned is asked). A sender that went silent mid-way
+		// had several resends to come back.
+		limit := 4 * snapRetryTicks
+		if r.at == 0 {
+			limit = snapRetryTicks
+		}
+		if r.idle++; r.idle > limit {
 			n.abortRecv(g, "the sender went silent")
 		}
 	}

@@ -14,9 +14,6 @@ var regressions = []struct {
 	{1430, 3, "the simulator itself: a node closed just before healing was left down (heal skipped it)"},
 	{408, 0, "a value bound to an instance by a leader deposed by a rejoining node (whose phase-1 quorum missed that instance) stayed undecided while the cluster was idle"},
 	{986, 0, "the same stuck bound value, after a minority rejoined as the clients stopped"},
-	{97, 5, "a checkpoint sender whose checkpoint was superseded (and removed) while it opened it never answered: the receiver waited out every transfer"},
-	{485, 3, "the simulator itself: the durability checker ignored a clean record that survived a crash in the torn tail"},
-	{1079, 3, "a long run: each checkpoint install failed every proposal of the node in flight (1,210 unknown operations) and porcupine timed out on the history"},
 }
 
 func TestSimRegressions(t *testing.T) {
