@@ -808,15 +808,6 @@ func (s *soak) stopLoad() {
 	s.wg.Wait()
 }
 
-// loadDone returns a channel closed once the writers have all returned.
-func (s *soak) loadDone() <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(ch)
-	}()
-	return ch
-}
 
 // targets returns the nodes the writers use, leaving out down.
 func (s *soak) targets(down *proc) []*proc {
