@@ -808,7 +808,6 @@ func (s *soak) stopLoad() {
 	s.wg.Wait()
 }
 
-
 // targets returns the nodes the writers use, leaving out down.
 func (s *soak) targets(down *proc) []*proc {
 	if s.cfg.target == "1" {
