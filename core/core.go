@@ -28,7 +28,7 @@ const (
 	CanaryNoIdentityCheck            // the runtime starts on storage recorded for another identity
 	CanaryCleanPastCheckpoint        // the runtime cleans the log past what its checkpoint covers
 	CanaryCheckpointAhead            // a checkpoint claims one instance more than its state holds
-	CanaryNonAtomicInstall           // a received checkpoint cuts the log before it is durable
+	CanaryNonAtomicInstall           // a received checkpoint is installed (the log cut past it) but never made durable
 	CanaryLast                = CanaryNonAtomicInstall
 )
 

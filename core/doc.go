@@ -29,6 +29,20 @@
 // Step, Tick and Propose may be called while a Ready is being handled; their
 // effects go into the next Ready. HasReady reports false until Advance.
 //
+// # The log's life cycle
+//
+// A core holds in memory the instances in flight and the last
+// Config.MemTail executed ones. A learner that needs older values becomes a
+// LogRead: the driver reads them from storage (off its loop) and hands
+// them to ServeLog. Persist Ready.CleanBelow, when set, as a clean record
+// after the hard state; the driver calls Clean only below a durable
+// checkpoint. Below the clean mark a learner is answered with the mark
+// (Message.log_start), and WantCheckpoint names a peer whose log no longer
+// reaches this node: the driver fetches its checkpoint, calls Installing
+// while it arrives (no votes on the instances it covers), restores it and
+// calls Install. New takes the instance of the checkpoint the driver
+// restored as State.Base.
+//
 // # Protocol
 //
 // Ballots are (counter, node) and never reused across
