@@ -150,7 +150,6 @@ func (n *Node) process() {
 // holds no longer reaches this node.
 func (n *Node) lifeCycle(g *group) {
 	for _, r := range g.core.LogReads() {
-		r := r
 		n.env.Storage.Read(g.id, r.From, core.DefaultMaxLearnEntries, core.MaxLearnBytes, func(es []*pb.Entry, err error) {
 			if n.closed {
 				return
