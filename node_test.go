@@ -1146,3 +1146,67 @@ func TestCheckpointsCleanBelowEveryMachine(t *testing.T) {
 		}
 	}
 }
+
+// TestBadSnapshotMessages feeds a node checkpoint-transfer messages that
+// are invalid or unwanted: from a stranger, without a transfer id, with
+// oversized data, chunks nobody asked for, bad CRCs, random offsets and
+// instances, stray acknowledgements. None may panic, install anything or
+// stop the node.
+func TestBadSnapshotMessages(t *testing.T) {
+	sms := map[uint64]*sumSM{}
+	c := newCluster(t, 3, 1, nil, func(o *paxos.Options) {
+		sms[o.MyNode] = &sumSM{}
+		o.StateMachines = []paxos.StateMachine{sms[o.MyNode]}
+		o.CheckpointInterval, o.HoldCount = 5, 2
+	})
+	for k := range 12 {
+		c.mustPropose(1, 0, fmt.Sprintf("v%d", k), nil)
+	}
+	c.run(100 * time.Millisecond)
+	n := c.nodes[1].node
+	before := n.Stats()
+	send := func(m *pb.Message) {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.nodes[1].env.recv(b)
+	}
+	chunk, ack, req := pb.MsgType_MSG_SNAP_CHUNK, pb.MsgType_MSG_SNAP_ACK, pb.MsgType_MSG_SNAP_REQ
+	invalid := []*pb.Message{
+		{Type: req, From: 99, To: 1, Transfer: 1, Instance: 1},                             // a stranger
+		{Type: chunk, From: 2, To: 1, Instance: 5, Data: []byte("x")},                      // no transfer id
+		{Type: chunk, From: 2, To: 1, Transfer: 3, Instance: 5, Data: make([]byte, 1<<20)}, // oversized
+		{Type: ack, From: 1, To: 1, Transfer: 3},                                           // from itself
+	}
+	for _, m := range invalid {
+		send(m)
+	}
+	if got := n.Stats().BadMessages - before.BadMessages; got != uint64(len(invalid)) {
+		t.Errorf("%d bad messages counted, want %d", got, len(invalid))
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	types := []pb.MsgType{chunk, ack, req}
+	for range 2000 {
+		data := make([]byte, rng.IntN(64))
+		for i := range data {
+			data[i] = byte(rng.IntN(256))
+		}
+		m := &pb.Message{Type: types[rng.IntN(3)], From: 2 + uint64(rng.IntN(2)), To: 1,
+			Transfer: 1 + uint64(rng.IntN(4)), Instance: uint64(rng.IntN(1 << 20)), Offset: uint64(rng.IntN(128)),
+			Data: data, Crc: rng.Uint32(), Last: rng.IntN(2) == 0}
+		send(m)
+		c.run(time.Millisecond)
+	}
+	c.run(time.Second)
+	if s := n.Stats(); s.Installs != 0 || s.SnapRecvs != 0 {
+		t.Errorf("random transfer messages made the node fetch or install a checkpoint: %+v", s)
+	}
+	c.mustPropose(1, 0, "still fine", nil)
+	c.run(100 * time.Millisecond)
+	for _, id := range c.ids {
+		if sms[id].sum != sms[1].sum {
+			t.Errorf("node %d state %d, node 1 has %d", id, sms[id].sum, sms[1].sum)
+		}
+	}
+}
