@@ -14,8 +14,14 @@ func SameProposal(a, b *pb.Value) bool {
 
 // learn records that instance i is chosen with v.
 func (c *Core) learn(i uint64, v *pb.Value) {
-	if c.tooFar(i) || i <= c.memBase {
-		return // learned later, in order, by learn requests; or long executed
+	if c.tooFar(i) {
+		return // learned later, in order, by learn requests
+	}
+	if i <= c.memBase {
+		// Long executed and dropped from memory: only what this node
+		// proposed there is left to settle.
+		c.settle(i, v)
+		return
 	}
 	if old := c.log[i]; old != nil && old.Chosen {
 		if !SameProposal(old.Value, v) {
@@ -31,6 +37,13 @@ func (c *Core) learn(i uint64, v *pb.Value) {
 		c.setLog(&pb.Entry{Instance: i, Value: v, Chosen: true})
 	}
 	c.Stats.Learned++
+	c.settle(i, v)
+	c.advanceChosen()
+}
+
+// settle ends what this node had in flight at instance i, now known
+// chosen with v.
+func (c *Core) settle(i uint64, v *pb.Value) {
 	delete(c.inflight, i)
 	if bv := c.bound[i]; bv != nil {
 		delete(c.bound, i)
@@ -40,7 +53,6 @@ func (c *Core) learn(i uint64, v *pb.Value) {
 			c.queue = append([]*pb.Value{bv}, c.queue...)
 		}
 	}
-	c.advanceChosen()
 }
 
 func (c *Core) advanceChosen() {

@@ -80,7 +80,9 @@ func (c *Core) becomeLeader() {
 	c.leader = c.cfg.ID
 	c.Stats.Promotions++
 	c.next = max(c.p1Max, c.maxIndex, c.chosenUpto) + 1
-	for i := c.prepareFrom; i < c.next; i++ {
+	// Instances chosen meanwhile (up to chosenUpto) are settled: some may
+	// already be dropped from memory, where no entry says so.
+	for i := max(c.prepareFrom, c.chosenUpto+1); i < c.next; i++ {
 		if e := c.log[i]; e != nil && e.Chosen {
 			continue
 		}
@@ -111,7 +113,7 @@ func (c *Core) fillWindow() {
 	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 && !c.tooFar(c.next) {
 		i := c.next
 		c.next++
-		if e := c.log[i]; e != nil && e.Chosen {
+		if e := c.log[i]; i <= c.chosenUpto || e != nil && e.Chosen {
 			continue
 		}
 		v := c.queue[0]
