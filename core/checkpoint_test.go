@@ -150,3 +150,56 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("committed %v, want instance 11", got)
 	}
 }
+
+// A node that learns instances chosen during its phase 1, and drops them
+// from memory, must not take them for holes when it wins: it proposes
+// only above what it knows chosen. (The liveness property found it with
+// one instance in memory: the leader proposed no-ops at chosen instances
+// and kept them in flight forever.)
+func TestLeaderSkipsInstancesChosenDuringPhase1(t *testing.T) {
+	c, err := core.New(core.Config{ID: 1, Peers: []uint64{1, 2, 3}, MemTail: 1, Rand: func(int) int { return 0 }}, core.State{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prepare *pb.Message
+	for range 10 {
+		for _, m := range allMessages(c) {
+			if m.Type == pb.MsgType_MSG_PREPARE {
+				prepare = m
+			}
+		}
+		if prepare != nil {
+			break
+		}
+		c.Propose(0, []byte("mine")) // a queued value makes an idle node prepare
+		c.Tick()
+	}
+	if prepare == nil || prepare.Instance != 1 {
+		t.Fatalf("no prepare from instance 1: %v", prepare)
+	}
+	var chosen []*pb.Entry
+	for i := uint64(1); i <= 3; i++ {
+		chosen = append(chosen, &pb.Entry{Instance: i, Chosen: true, Value: acceptedAt(i, "theirs").Value})
+	}
+	if err := c.Step(&pb.Message{Type: pb.MsgType_MSG_CHOSEN, From: 2, To: 1, Entries: chosen}); err != nil {
+		t.Fatal(err)
+	}
+	allMessages(c)
+	c.Committed()
+	if c.ChosenUpto() != 3 || c.MemBase() < 1 {
+		t.Fatalf("chosen %d, memory base %d: the test needs instances dropped from memory", c.ChosenUpto(), c.MemBase())
+	}
+	if err := c.Step(&pb.Message{Type: pb.MsgType_MSG_PROMISE, From: 2, To: 1, Ballot: prepare.Ballot}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.IsLeader() {
+		t.Fatal("no leadership from two promises")
+	}
+	for _, m := range allMessages(c) {
+		for _, e := range m.Entries {
+			if m.Type == pb.MsgType_MSG_ACCEPT && e.Instance <= 3 {
+				t.Errorf("the new leader proposed %v at instance %d, chosen before it won", e.Value, e.Instance)
+			}
+		}
+	}
+}
