@@ -23,21 +23,41 @@ func allMessages(c *core.Core) []*pb.Message {
 	return out
 }
 
-// A core restored from a checkpoint newer than its durable chosen
-// watermark must not serve the log records below the checkpoint: they may
-// hold a value accepted there, not the one chosen (the checkpoint commits
-// apart from the log). A learner asking for them is told to fetch a
-// checkpoint, and the log below is cleaned.
-func TestRestoreAboveWatermark(t *testing.T) {
+// restoredAt restores a core from a checkpoint at instance 4 over a disk
+// holding accepted entries 1 to 4 (the third with value third) and a
+// chosen watermark at watermark.
+func restoredAt(t *testing.T, watermark uint64, third string) *core.Core {
+	t.Helper()
 	st := core.State{
-		HardState: &pb.HardState{Promised: &pb.Ballot{Counter: 1, Node: 2}, Boot: 1, ChosenUpto: 2},
-		Entries:   []*pb.Entry{acceptedAt(1, "a"), acceptedAt(2, "b"), acceptedAt(3, "maybe not chosen"), acceptedAt(4, "x")},
+		HardState: &pb.HardState{Promised: &pb.Ballot{Counter: 1, Node: 2}, Boot: 1, ChosenUpto: watermark},
+		Entries:   []*pb.Entry{acceptedAt(1, "a"), acceptedAt(2, "b"), acceptedAt(3, third), acceptedAt(4, "d")},
 		Base:      4,
 	}
 	c, err := core.New(core.Config{ID: 1, Peers: []uint64{1, 2, 3}, Rand: func(int) int { return 0 }}, st)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// learnResponse drains c and returns the last learn response it sent.
+func learnResponse(c *core.Core) *pb.Message {
+	var resp *pb.Message
+	for _, m := range allMessages(c) {
+		if m.Type == pb.MsgType_MSG_LEARN_RESP {
+			resp = m
+		}
+	}
+	return resp
+}
+
+// A core restored from a checkpoint newer than its durable chosen
+// watermark must not serve the log records below the checkpoint: they may
+// hold a value accepted there, not the one chosen (the checkpoint commits
+// apart from the log). A learner asking for them is told to fetch a
+// checkpoint, and the log below is cleaned.
+func TestRestoreAboveWatermark(t *testing.T) {
+	c := restoredAt(t, 2, "maybe not chosen")
 	if c.LogStart() != 5 || c.ChosenUpto() != 4 || c.Applied() != 4 {
 		t.Fatalf("log start %d, chosen %d, applied %d; want 5, 4, 4", c.LogStart(), c.ChosenUpto(), c.Applied())
 	}
@@ -52,12 +72,7 @@ func TestRestoreAboveWatermark(t *testing.T) {
 	if reads := c.LogReads(); len(reads) != 0 {
 		t.Fatalf("the core asked storage for %v below its checkpoint", reads)
 	}
-	var resp *pb.Message
-	for _, m := range allMessages(c) {
-		if m.Type == pb.MsgType_MSG_LEARN_RESP {
-			resp = m
-		}
-	}
+	resp := learnResponse(c)
 	if resp == nil || len(resp.Entries) != 0 || resp.LogStart != 5 {
 		t.Fatalf("learn response %v, want no entries and log start 5", resp)
 	}
@@ -66,15 +81,7 @@ func TestRestoreAboveWatermark(t *testing.T) {
 // With the watermark at the checkpoint, the records below it are the
 // chosen values: a learner is served from storage.
 func TestRestoreAtWatermarkServesStorage(t *testing.T) {
-	st := core.State{
-		HardState: &pb.HardState{Promised: &pb.Ballot{Counter: 1, Node: 2}, Boot: 1, ChosenUpto: 4},
-		Entries:   []*pb.Entry{acceptedAt(1, "a"), acceptedAt(2, "b"), acceptedAt(3, "c"), acceptedAt(4, "d")},
-		Base:      4,
-	}
-	c, err := core.New(core.Config{ID: 1, Peers: []uint64{1, 2, 3}, Rand: func(int) int { return 0 }}, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := restoredAt(t, 4, "c")
 	allMessages(c)
 	if err := c.Step(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, From: 3, To: 1, Instance: 3}); err != nil {
 		t.Fatal(err)
@@ -84,12 +91,7 @@ func TestRestoreAtWatermarkServesStorage(t *testing.T) {
 		t.Fatalf("reads %v, want one from instance 3 for node 3", reads)
 	}
 	c.ServeLog(3, 3, []*pb.Entry{acceptedAt(3, "c"), acceptedAt(4, "d")})
-	var resp *pb.Message
-	for _, m := range allMessages(c) {
-		if m.Type == pb.MsgType_MSG_LEARN_RESP {
-			resp = m
-		}
-	}
+	resp := learnResponse(c)
 	if resp == nil || len(resp.Entries) != 2 || !resp.Entries[0].Chosen || string(resp.Entries[1].Value.Data) != "d" {
 		t.Fatalf("learn response %v, want instances 3 and 4 as chosen", resp)
 	}
