@@ -50,6 +50,22 @@ type Options struct {
 	CheckpointInterval int
 	HoldCount          int
 
+	// MasterLease is how long a master's lease lasts (default 1s): while
+	// it holds, no other node can become master, so the master serves
+	// reads without a round of messages. After the master dies, a new one
+	// is elected once its lease ran out on the followers' clocks. A
+	// restarted node waits one MasterLease before it supports a new master.
+	MasterLease time.Duration
+	// MaxClockDrift bounds how far any node's clock rate may stray from
+	// true time (default 0.01: 1%); the master's lease is shortened to
+	// stay safe within it. Lease reads are linearizable only while every
+	// clock keeps within it.
+	MaxClockDrift float64
+	// OnMasterChange, if set, is called on the node's loop whenever the
+	// master this node knows of for a group changes (Node 0: none known).
+	// It must not block.
+	OnMasterChange func(group uint64, m Master)
+
 	hooks testhooks.Hooks
 }
 

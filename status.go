@@ -83,7 +83,8 @@ type GroupStatus struct {
 type groupStatus struct {
 	leader, ballot, chosen, executed atomic.Uint64
 	logStart, checkpoint             atomic.Uint64
-	isLeader                         atomic.Bool
+	master, masterVersion            atomic.Uint64
+	isLeader, isMaster               atomic.Bool
 	queued, pending, mem, memBound   atomic.Int64
 }
 

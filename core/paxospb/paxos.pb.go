@@ -41,6 +41,11 @@ const (
 	MsgType_MSG_SNAP_REQ   MsgType = 11 // instance = first instance the sender lacks; transfer = its id for this transfer
 	MsgType_MSG_SNAP_CHUNK MsgType = 12 // transfer, instance = checkpoint instance, offset, data, crc, last
 	MsgType_MSG_SNAP_ACK   MsgType = 13 // transfer, offset = bytes received and written so far; last = refused/aborted
+	// Master, leases and reads.
+	MsgType_MSG_HEARTBEAT_ACK   MsgType = 14 // ballot, seq = the heartbeat's; the sender grants the lease and promised ballot
+	MsgType_MSG_READ_INDEX      MsgType = 15 // seq = the requester's read id
+	MsgType_MSG_READ_INDEX_RESP MsgType = 16 // seq = the read id, instance = the read index (0: refused, ballot = leader hint)
+	MsgType_MSG_TIMEOUT_NOW     MsgType = 17 // ballot = the leader's: it hands leadership over; prepare at once
 )
 
 // Enum value maps for MsgType.
@@ -60,22 +65,30 @@ var (
 		11: "MSG_SNAP_REQ",
 		12: "MSG_SNAP_CHUNK",
 		13: "MSG_SNAP_ACK",
+		14: "MSG_HEARTBEAT_ACK",
+		15: "MSG_READ_INDEX",
+		16: "MSG_READ_INDEX_RESP",
+		17: "MSG_TIMEOUT_NOW",
 	}
 	MsgType_value = map[string]int32{
-		"MSG_UNKNOWN":    0,
-		"MSG_PREPARE":    1,
-		"MSG_PROMISE":    2,
-		"MSG_ACCEPT":     3,
-		"MSG_ACCEPTED":   4,
-		"MSG_REJECT":     5,
-		"MSG_CHOSEN":     6,
-		"MSG_LEARN_REQ":  7,
-		"MSG_LEARN_RESP": 8,
-		"MSG_HEARTBEAT":  9,
-		"MSG_FORWARD":    10,
-		"MSG_SNAP_REQ":   11,
-		"MSG_SNAP_CHUNK": 12,
-		"MSG_SNAP_ACK":   13,
+		"MSG_UNKNOWN":         0,
+		"MSG_PREPARE":         1,
+		"MSG_PROMISE":         2,
+		"MSG_ACCEPT":          3,
+		"MSG_ACCEPTED":        4,
+		"MSG_REJECT":          5,
+		"MSG_CHOSEN":          6,
+		"MSG_LEARN_REQ":       7,
+		"MSG_LEARN_RESP":      8,
+		"MSG_HEARTBEAT":       9,
+		"MSG_FORWARD":         10,
+		"MSG_SNAP_REQ":        11,
+		"MSG_SNAP_CHUNK":      12,
+		"MSG_SNAP_ACK":        13,
+		"MSG_HEARTBEAT_ACK":   14,
+		"MSG_READ_INDEX":      15,
+		"MSG_READ_INDEX_RESP": 16,
+		"MSG_TIMEOUT_NOW":     17,
 	}
 )
 
@@ -171,7 +184,11 @@ type Value struct {
 	Data  []byte                 `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
 	Noop  bool                   `protobuf:"varint,6,opt,name=noop,proto3" json:"noop,omitempty"`
 	// batch means data is a Batch: several callers' values in one instance.
-	Batch         bool `protobuf:"varint,7,opt,name=batch,proto3" json:"batch,omitempty"`
+	Batch bool `protobuf:"varint,7,opt,name=batch,proto3" json:"batch,omitempty"`
+	// master marks the value a new leader proposes first: once it is
+	// chosen, its proposer is the group's master, and its instance is the
+	// master's version (a fencing token that grows with every new master).
+	Master        bool `protobuf:"varint,8,opt,name=master,proto3" json:"master,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -251,6 +268,13 @@ func (x *Value) GetNoop() bool {
 func (x *Value) GetBatch() bool {
 	if x != nil {
 		return x.Batch
+	}
+	return false
+}
+
+func (x *Value) GetMaster() bool {
+	if x != nil {
+		return x.Master
 	}
 	return false
 }
@@ -518,11 +542,24 @@ type Message struct {
 	// covers the log.
 	LogStart uint64 `protobuf:"varint,12,opt,name=log_start,json=logStart,proto3" json:"log_start,omitempty"`
 	// Checkpoint transfer fields.
-	Transfer      uint64 `protobuf:"varint,13,opt,name=transfer,proto3" json:"transfer,omitempty"`
-	Offset        uint64 `protobuf:"varint,14,opt,name=offset,proto3" json:"offset,omitempty"`
-	Data          []byte `protobuf:"bytes,15,opt,name=data,proto3" json:"data,omitempty"`
-	Crc           uint32 `protobuf:"varint,16,opt,name=crc,proto3" json:"crc,omitempty"` // CRC-32C of data
-	Last          bool   `protobuf:"varint,17,opt,name=last,proto3" json:"last,omitempty"`
+	Transfer uint64 `protobuf:"varint,13,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	Offset   uint64 `protobuf:"varint,14,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data     []byte `protobuf:"bytes,15,opt,name=data,proto3" json:"data,omitempty"`
+	Crc      uint32 `protobuf:"varint,16,opt,name=crc,proto3" json:"crc,omitempty"` // CRC-32C of data
+	Last     bool   `protobuf:"varint,17,opt,name=last,proto3" json:"last,omitempty"`
+	// seq numbers a leader's heartbeats (acked by HEARTBEAT_ACK) and read
+	// index requests.
+	Seq uint64 `protobuf:"varint,18,opt,name=seq,proto3" json:"seq,omitempty"`
+	// lease_us is the lease a heartbeat asks for, in microseconds: the
+	// receiver grants it, refusing other proposers' prepares meanwhile.
+	LeaseUs uint64 `protobuf:"varint,19,opt,name=lease_us,json=leaseUs,proto3" json:"lease_us,omitempty"`
+	// transfer_from is set on a PREPARE that a leader's TIMEOUT_NOW started:
+	// the ballot of that leader, which gave up its lease to this proposer.
+	TransferFrom *Ballot `protobuf:"bytes,20,opt,name=transfer_from,json=transferFrom,proto3" json:"transfer_from,omitempty"`
+	// stray is the highest instance a heartbeat ack's sender holds an
+	// accepted value at; the leader fills up to it when it lies beyond its
+	// own proposals.
+	Stray         uint64 `protobuf:"varint,21,opt,name=stray,proto3" json:"stray,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,6 +713,34 @@ func (x *Message) GetLast() bool {
 	return false
 }
 
+func (x *Message) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Message) GetLeaseUs() uint64 {
+	if x != nil {
+		return x.LeaseUs
+	}
+	return 0
+}
+
+func (x *Message) GetTransferFrom() *Ballot {
+	if x != nil {
+		return x.TransferFrom
+	}
+	return nil
+}
+
+func (x *Message) GetStray() uint64 {
+	if x != nil {
+		return x.Stray
+	}
+	return 0
+}
+
 // Record is one durable storage record of a group.
 type Record struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -816,7 +881,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x18core/paxospb/paxos.proto\x12\rpaxoskit.core\"6\n" +
 	"\x06Ballot\x12\x18\n" +
 	"\acounter\x18\x01 \x01(\x04R\acounter\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\x04R\x04node\"\x93\x01\n" +
+	"\x04node\x18\x02 \x01(\x04R\x04node\"\xab\x01\n" +
 	"\x05Value\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x10\n" +
@@ -824,7 +889,8 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x04smid\x18\x04 \x01(\rR\x04smid\x12\x12\n" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
 	"\x04noop\x18\x06 \x01(\bR\x04noop\x12\x14\n" +
-	"\x05batch\x18\a \x01(\bR\x05batch\"7\n" +
+	"\x05batch\x18\a \x01(\bR\x05batch\x12\x16\n" +
+	"\x06master\x18\b \x01(\bR\x06master\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\x05items\x18\x01 \x03(\v2\x18.paxoskit.core.BatchItemR\x05items\"3\n" +
 	"\tBatchItem\x12\x12\n" +
@@ -840,7 +906,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\bpromised\x18\x01 \x01(\v2\x15.paxoskit.core.BallotR\bpromised\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x1f\n" +
 	"\vchosen_upto\x18\x03 \x01(\x04R\n" +
-	"chosenUpto\"\x81\x04\n" +
+	"chosenUpto\"\x80\x05\n" +
 	"\aMessage\x12*\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x16.paxoskit.core.MsgTypeR\x04type\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x04R\x04from\x12\x0e\n" +
@@ -861,7 +927,11 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x06offset\x18\x0e \x01(\x04R\x06offset\x12\x12\n" +
 	"\x04data\x18\x0f \x01(\fR\x04data\x12\x10\n" +
 	"\x03crc\x18\x10 \x01(\rR\x03crc\x12\x12\n" +
-	"\x04last\x18\x11 \x01(\bR\x04last\"\xa4\x01\n" +
+	"\x04last\x18\x11 \x01(\bR\x04last\x12\x10\n" +
+	"\x03seq\x18\x12 \x01(\x04R\x03seq\x12\x19\n" +
+	"\blease_us\x18\x13 \x01(\x04R\aleaseUs\x12:\n" +
+	"\rtransfer_from\x18\x14 \x01(\v2\x15.paxoskit.core.BallotR\ftransferFrom\x12\x14\n" +
+	"\x05stray\x18\x15 \x01(\x04R\x05stray\"\xa4\x01\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\x04R\x05group\x127\n" +
 	"\n" +
@@ -873,7 +943,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12\x18\n" +
-	"\amembers\x18\x03 \x03(\x04R\amembers*\x81\x02\n" +
+	"\amembers\x18\x03 \x03(\x04R\amembers*\xda\x02\n" +
 	"\aMsgType\x12\x0f\n" +
 	"\vMSG_UNKNOWN\x10\x00\x12\x0f\n" +
 	"\vMSG_PREPARE\x10\x01\x12\x0f\n" +
@@ -892,7 +962,11 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x12\x10\n" +
 	"\fMSG_SNAP_REQ\x10\v\x12\x12\n" +
 	"\x0eMSG_SNAP_CHUNK\x10\f\x12\x10\n" +
-	"\fMSG_SNAP_ACK\x10\rB(Z&github.com/paxoskit/paxos/core/paxospbb\x06proto3"
+	"\fMSG_SNAP_ACK\x10\r\x12\x15\n" +
+	"\x11MSG_HEARTBEAT_ACK\x10\x0e\x12\x12\n" +
+	"\x0eMSG_READ_INDEX\x10\x0f\x12\x17\n" +
+	"\x13MSG_READ_INDEX_RESP\x10\x10\x12\x13\n" +
+	"\x0fMSG_TIMEOUT_NOW\x10\x11B(Z&github.com/paxoskit/paxos/core/paxospbb\x06proto3"
 
 var (
 	file_core_paxospb_paxos_proto_rawDescOnce sync.Once
@@ -929,13 +1003,14 @@ var file_core_paxospb_paxos_proto_depIdxs = []int32{
 	1,  // 5: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
 	5,  // 6: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
 	2,  // 7: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
-	6,  // 8: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
-	5,  // 9: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 8: paxoskit.core.Message.transfer_from:type_name -> paxoskit.core.Ballot
+	6,  // 9: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
+	5,  // 10: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_core_paxospb_paxos_proto_init() }

@@ -4,6 +4,8 @@
 package testhooks
 
 import (
+	"time"
+
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
@@ -21,6 +23,14 @@ type Hooks struct {
 	// OnCheckpoint a checkpoint committed, OnInstall a received checkpoint
 	// installed (the group's machines now hold the state as of instance).
 	OnRestore, OnCheckpoint, OnInstall func(group, instance uint64)
+	// OnLease sees this node's belief about its master lease of group each
+	// time it changes: it holds the lease, as master of the given version,
+	// until its own clock (env.Clock.Now) reaches until; until 0 means it
+	// holds none. A lease read is served only while the belief holds.
+	OnLease func(group uint64, until time.Duration, version uint64)
+	// OnRead sees every linearizable read this node serves, on the loop,
+	// right before its function runs.
+	OnRead func(group uint64, index uint64, byLease bool)
 }
 
 // Attach stores h in opts, which must be a *paxos.Options. The root package
