@@ -29,7 +29,10 @@ const (
 	CanaryCleanPastCheckpoint        // the runtime cleans the log past what its checkpoint covers
 	CanaryCheckpointAhead            // a checkpoint claims one instance more than its state holds
 	CanaryNonAtomicInstall           // a received checkpoint is installed (the log cut past it) but never made durable
-	CanaryLast                = CanaryNonAtomicInstall
+	CanaryLeaseNoDrift               // the master's lease lasts as long as the followers' grants: no clock drift margin
+	CanaryReadIndexNoRound           // a leader answers read index requests without a majority round
+	CanaryLeaseAfterQuorumLoss       // a master keeps its lease (and serves lease reads) after losing its quorum
+	CanaryLast                = CanaryLeaseAfterQuorumLoss
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes
