@@ -69,6 +69,7 @@ func (n *Node) onTick() {
 	for _, g := range n.groups {
 		g.core.Tick()
 		n.tickSnap(g)
+		n.tickReads(g)
 	}
 	n.process()
 	n.tick = n.env.Clock.AfterFunc(n.opts.TickInterval, n.onTick)
@@ -162,6 +163,7 @@ func (n *Node) lifeCycle(g *group) {
 			n.process()
 		})
 	}
+	n.readStates(g)
 	if p := g.core.WantCheckpoint(); p != 0 {
 		n.startRecv(g, p)
 	}
@@ -174,6 +176,10 @@ func (n *Node) lifeCycle(g *group) {
 // publish makes every group's state visible to Status readers.
 func (n *Node) publish() {
 	for _, g := range n.groups {
+		if !n.closed {
+			n.serveReads(g)
+			n.updateMaster(g)
+		}
 		g.publish()
 	}
 }
@@ -199,6 +205,9 @@ func (n *Node) sendAll(g *group, msgs []*pb.Message) {
 		data, err := proto.Marshal(m)
 		if err != nil {
 			panic(fmt.Sprintf("paxos: marshal own message: %v", err))
+		}
+		if m.Type == pb.MsgType_MSG_HEARTBEAT && m.Seq != 0 {
+			n.noteHeartbeat(g, m)
 		}
 		if m.To != 0 {
 			n.transmit(m.To, data)

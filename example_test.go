@@ -155,9 +155,9 @@ func ExampleNode_Propose() {
 	_, err := nodes[1].Propose(ctx, 0, []byte("reset"), nil)
 	fmt.Println(err)
 	// Output:
-	// instance 1: counter is 1
-	// instance 2: counter is 2
-	// instance 3: counter is 3
+	// instance 2: counter is 1
+	// instance 3: counter is 2
+	// instance 4: counter is 3
 	// paxos: execute failed: unknown command "reset"
 }
 
@@ -197,6 +197,6 @@ func Example_severalStateMachines() {
 	fmt.Printf("counter: %v at instance %d\n", inc.Value, inc.Instance)
 	fmt.Printf("registry: %v name(s) at instance %d\n", reg.Value, reg.Instance)
 	// Output:
-	// counter: 1 at instance 1
-	// registry: 1 name(s) at instance 2
+	// counter: 1 at instance 2
+	// registry: 1 name(s) at instance 3
 }

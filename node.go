@@ -40,6 +40,7 @@ type group struct {
 	status   groupStatus
 	executed uint64 // every instance up to it is executed (or restored) here
 	ckpt     ckptState
+	master   masterState
 }
 
 // RunNode starts a node on opts.Env. It checks the identity recorded in
@@ -132,12 +133,14 @@ func (n *Node) restore() error {
 		g.core, err = core.New(core.Config{
 			ID: opts.MyNode, Peers: opts.Nodes, Group: gid, Window: opts.Window,
 			MaxQueue: opts.MaxPending, MemTail: memTail, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
+			TickMicros: uint64(opts.TickInterval / time.Microsecond), LeaseMicros: uint64(opts.MasterLease / time.Microsecond),
 		}, st)
 		if err != nil {
 			return fmt.Errorf("%w: group %d: %w", ErrStorage, gid, err)
 		}
 		g.executed = base
 		g.status.executed.Store(base)
+		g.master.lease = opts.MasterLease
 		n.groups = append(n.groups, g)
 	}
 	for _, g := range n.groups {
@@ -192,6 +195,7 @@ func (n *Node) stop(err error) {
 			}
 		}
 		n.flushBatch(g) // fails the unflushed values with ErrClosed
+		n.failReads(g, err)
 		for _, s := range slices.Sorted(maps.Keys(g.pending)) {
 			n.untrack(g, s).fail(err)
 		}

@@ -113,6 +113,12 @@ func (o Options) withDefaults() Options {
 	if o.HoldCount == 0 {
 		o.HoldCount = 100_000
 	}
+	if o.MasterLease == 0 {
+		o.MasterLease = time.Second
+	}
+	if o.MaxClockDrift == 0 {
+		o.MaxClockDrift = 0.01
+	}
 	return o
 }
 
@@ -144,6 +150,12 @@ func (o Options) Validate() error {
 			o.Window, o.MaxValueSize, o.MaxPending, o.BatchCount, o.BatchBytes)
 	case o.CheckpointInterval < 0:
 		return bad("negative CheckpointInterval %d", o.CheckpointInterval)
+	case o.MaxClockDrift < 0 || o.MaxClockDrift >= 0.5:
+		return bad("MaxClockDrift %v outside [0, 0.5)", o.MaxClockDrift)
+	case o.MasterLease < 0:
+		return bad("negative MasterLease %v", o.MasterLease)
+	case o.MasterLease > 0 && o.MasterLease < 5*max(o.TickInterval, 10*time.Millisecond):
+		return bad("MasterLease %v shorter than five ticks", o.MasterLease)
 	case o.TickInterval < 0 || o.ProposeTimeout < 0 || o.BatchDelay < 0:
 		return bad("negative duration (TickInterval %v, ProposeTimeout %v, BatchDelay %v)", o.TickInterval, o.ProposeTimeout, o.BatchDelay)
 	}

@@ -107,6 +107,9 @@ func (n *Node) admit(gid uint64, value []byte, smCtx *SMCtx) (g *group, smid uin
 		return nil, 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), n.opts.MaxValueSize)
 	case len(g.pending) >= n.opts.MaxPending:
 		return nil, 0, nil, fmt.Errorf("%w: %d proposals pending in group %d", ErrOverloaded, len(g.pending), gid)
+	case g.core.QuorumLost():
+		n.stats.noQuorum.Add(1)
+		return nil, 0, nil, fmt.Errorf("%w: group %d", ErrNoQuorum, gid)
 	}
 	if smCtx != nil {
 		smid, ctx = smCtx.SMID, smCtx.Ctx

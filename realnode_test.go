@@ -69,12 +69,18 @@ func TestProductionEnv(t *testing.T) {
 		if err != nil {
 			t.Fatalf("propose %d: %v", i, err)
 		}
-		if res.Value != fmt.Sprint("v", i) || res.Instance != uint64(i+1) {
+		if res.Value != fmt.Sprint("v", i) || res.Instance != uint64(i+2) { // 1: the master record
 			t.Fatalf("propose %d: result %+v", i, res)
 		}
 	}
-	if now, err := nodes[0].NowInstanceID(0); err != nil || now != 6 {
-		t.Fatalf("NowInstanceID = %d, %v; want 6", now, err)
+	// Node 1 executes the last value once it learns it was chosen.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if now, _ := nodes[0].NowInstanceID(0); now == 7 {
+			break
+		}
+	}
+	if now, err := nodes[0].NowInstanceID(0); err != nil || now != 7 {
+		t.Fatalf("NowInstanceID = %d, %v; want 7", now, err)
 	}
 	if min, err := nodes[0].MinChosenInstanceID(0); err != nil || min != 1 {
 		t.Fatalf("MinChosenInstanceID = %d, %v; want 1", min, err)

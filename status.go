@@ -31,6 +31,11 @@ type Stats struct {
 	SnapBytesSent    uint64
 	SnapBytesRecv    uint64
 
+	MasterChanges uint64 // changes of the master this node knows of, all groups
+	LeaseReads    uint64 // linearizable reads served under this node's lease
+	IndexReads    uint64 // linearizable reads served after a read index round
+	NoQuorum      uint64 // proposals and reads failed with ErrNoQuorum
+
 	// Env is what the environment counted itself (fsyncs, dropped sends,
 	// frames of other clusters or of non-members), when it counts.
 	Env env.Counters
@@ -43,6 +48,7 @@ type counters struct {
 	checkpoints, checkpointErrors, installs          atomic.Uint64
 	snapSends, snapRecvs, snapAborts                 atomic.Uint64
 	snapBytesSent, snapBytesRecv                     atomic.Uint64
+	masterChanges, leaseReads, indexReads, noQuorum  atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -57,6 +63,8 @@ func (n *Node) Stats() Stats {
 		Checkpoints: c.checkpoints.Load(), CheckpointErrors: c.checkpointErrors.Load(), Installs: c.installs.Load(),
 		SnapSends: c.snapSends.Load(), SnapRecvs: c.snapRecvs.Load(), SnapAborts: c.snapAborts.Load(),
 		SnapBytesSent: c.snapBytesSent.Load(), SnapBytesRecv: c.snapBytesRecv.Load(),
+		MasterChanges: c.masterChanges.Load(), LeaseReads: c.leaseReads.Load(), IndexReads: c.indexReads.Load(),
+		NoQuorum: c.noQuorum.Load(),
 	}
 	if n.env.Counters != nil {
 		s.Env = n.env.Counters()
@@ -75,6 +83,9 @@ type GroupStatus struct {
 	Checkpoint    uint64 // the instance of the newest checkpoint, 0 if none
 	InMemory      int    // instances the group holds in memory
 	MemoryBound   int    // what InMemory never exceeds (see core.Core.LogBound)
+	Master        uint64 // the master this node knows of, 0 if none (see Node.Master)
+	MasterVersion uint64 // its version
+	IsMaster      bool   // this node holds the master lease
 	Queued        int    // proposals waiting for an instance on this node
 	Pending       int    // proposals of this node waiting for their outcome
 }
@@ -100,6 +111,7 @@ func (n *Node) Status(group uint64) (GroupStatus, error) {
 		Chosen: s.chosen.Load(), Executed: s.executed.Load(),
 		LogStart: s.logStart.Load(), Checkpoint: s.checkpoint.Load(),
 		Queued: int(s.queued.Load()), Pending: int(s.pending.Load()),
+		Master: s.master.Load(), MasterVersion: s.masterVersion.Load(), IsMaster: s.isMaster.Load(),
 		InMemory: int(s.mem.Load()), MemoryBound: int(s.memBound.Load()),
 	}, nil
 }

@@ -33,6 +33,14 @@ func (c *Core) onPrepare(m *pb.Message) {
 		c.reject(m)
 		return
 	}
+	if c.granted(b, m.TransferFrom) {
+		// A lease granted to another leader runs here (or this node just
+		// restarted): no promise until it ran out.
+		if !c.promised.IsZero() {
+			c.reject(m)
+		}
+		return
+	}
 	c.promise(b)
 	c.yield(b)
 	p := &pb.Message{Type: pb.MsgType_MSG_PROMISE, To: m.From, Ballot: m.Ballot, Entries: c.entriesFrom(m.Instance)}
@@ -80,18 +88,11 @@ func (c *Core) onAccept(m *pb.Message) {
 	}
 }
 
-func (c *Core) onHeartbeat(m *pb.Message) {
-	b := ballotOf(m.Ballot)
-	if b.Less(c.promised) {
-		c.reject(m) // tell a stale leader to step down
-		return
-	}
-	c.yield(b)
-	c.followLeader(b)
-}
-
 // followLeader records that b's proposer leads; proposals go there.
 func (c *Core) followLeader(b Ballot) {
+	if b != c.leaderBallot {
+		c.leaderVersion = 0 // until its heartbeat says
+	}
 	c.leader, c.leaderBallot, c.leaderTicks = b.Node, b, 0
 }
 

@@ -52,7 +52,7 @@ func BenchmarkLeaderPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.startPrepare()
+	c.startPrepare(nil)
 	c.flush()
 	rd := c.Ready()
 	c.Early()

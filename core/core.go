@@ -15,24 +15,24 @@ type Canary uint8
 // CanaryNoIdentityCheck and the checkpoint canaries are implemented by the
 // node runtime, CanaryUseCorrupt by the simulator's disk; the others here.
 const (
-	CanaryNone                Canary = iota
-	CanaryIgnorePromise              // acceptors accept ballots below their promise
-	CanaryNoAdopt                    // a new leader ignores values accepted in phase 1
-	CanaryEarlyReply                 // messages leave before their records are synced
-	CanaryEarlySelfVote              // a leader counts its own vote before its record is durable
-	CanaryEarlyPrepare               // a prepare leaves before the proposer's own promise is durable
-	CanaryQuorumAll                  // a value needs every member's vote, not a majority's
-	CanaryStaleForward               // a leader takes forwards addressed to an earlier ballot
-	CanaryIgnoreStorageError         // the runtime goes on after a storage write or sync failed
-	CanaryUseCorrupt                 // storage hands out records that fail their checksum
-	CanaryNoIdentityCheck            // the runtime starts on storage recorded for another identity
-	CanaryCleanPastCheckpoint        // the runtime cleans the log past what its checkpoint covers
-	CanaryCheckpointAhead            // a checkpoint claims one instance more than its state holds
-	CanaryNonAtomicInstall           // a received checkpoint is installed (the log cut past it) but never made durable
-	CanaryLeaseNoDrift               // the master's lease lasts as long as the followers' grants: no clock drift margin
-	CanaryReadIndexNoRound           // a leader answers read index requests without a majority round
-	CanaryLeaseAfterQuorumLoss       // a master keeps its lease (and serves lease reads) after losing its quorum
-	CanaryLast                = CanaryLeaseAfterQuorumLoss
+	CanaryNone                 Canary = iota
+	CanaryIgnorePromise               // acceptors accept ballots below their promise
+	CanaryNoAdopt                     // a new leader ignores values accepted in phase 1
+	CanaryEarlyReply                  // messages leave before their records are synced
+	CanaryEarlySelfVote               // a leader counts its own vote before its record is durable
+	CanaryEarlyPrepare                // a prepare leaves before the proposer's own promise is durable
+	CanaryQuorumAll                   // a value needs every member's vote, not a majority's
+	CanaryStaleForward                // a leader takes forwards addressed to an earlier ballot
+	CanaryIgnoreStorageError          // the runtime goes on after a storage write or sync failed
+	CanaryUseCorrupt                  // storage hands out records that fail their checksum
+	CanaryNoIdentityCheck             // the runtime starts on storage recorded for another identity
+	CanaryCleanPastCheckpoint         // the runtime cleans the log past what its checkpoint covers
+	CanaryCheckpointAhead             // a checkpoint claims one instance more than its state holds
+	CanaryNonAtomicInstall            // a received checkpoint is installed (the log cut past it) but never made durable
+	CanaryLeaseNoDrift                // the master's lease lasts as long as the followers' grants: no clock drift margin
+	CanaryReadIndexNoRound            // a leader answers read index requests without a majority round
+	CanaryLeaseAfterQuorumLoss        // a master keeps its lease (and serves lease reads) after losing its quorum
+	CanaryLast                 = CanaryLeaseAfterQuorumLoss
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes
@@ -71,6 +71,12 @@ type Config struct {
 	MaxLearnEntries int
 	// MaxQueue bounds the proposals waiting for an instance.
 	MaxQueue int
+	// TickMicros is how long a tick is, in microseconds, and LeaseMicros
+	// the lease this node asks for as leader (see master.go). A restarted
+	// node holds off every proposer for LeaseMicros: it must be at least
+	// the longest lease any member asks for.
+	TickMicros  uint64
+	LeaseMicros uint64
 	// MemTail is how many executed instances stay in memory to serve
 	// learners; older chosen values are read back from storage (see
 	// LogReads) or, once cleaned, covered by a checkpoint.
@@ -107,6 +113,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MemTail == 0 {
 		c.MemTail = 1024
+	}
+	if c.TickMicros == 0 {
+		c.TickMicros = 10_000
+	}
+	if c.LeaseMicros == 0 {
+		c.LeaseMicros = uint64(c.ElectionTicks) * c.TickMicros
 	}
 }
 
@@ -149,7 +161,7 @@ type Core struct {
 	cfg    Config
 	quorum int
 
-	quietTicks int // leader: ticks since it last broadcast an accept or heartbeat
+	quietTicks int // leader: ticks since it last broadcast a heartbeat
 
 	// Acceptor and learner state.
 	promised   Ballot
@@ -189,6 +201,22 @@ type Core struct {
 	seq         uint64
 	fwdSeen     map[origin]*seenWindow
 
+	// Master state (master.go).
+	ticks         uint64            // ticks since start
+	grant         grant             // the lease this acceptor granted
+	hold          int               // ticks this restarted acceptor still supports no proposer
+	noLead        int               // ticks this node starts no phase 1 (it dropped mastership)
+	hbSeq         uint64            // last heartbeat seq sent
+	acked         map[uint64]uint64 // leader: peer -> highest heartbeat seq acked under this ballot
+	ackTick       map[uint64]uint64 // leader: peer -> tick of its last ack or vote under this ballot
+	heard         map[uint64]uint64 // peer -> tick it was last heard from
+	masterAt      uint64            // leader: instance of its master record
+	leaderVersion uint64            // follower: the master record of the leader it follows
+	fillTo        uint64            // leader: fill instances up to it with no-ops
+	pendingReads  []readReq         // leader: read index requests awaiting their round
+	readRound     bool              // leader: a heartbeat round is wanted for reads
+	readStates    []ReadState       // answers not yet handed out
+
 	leader       uint64 // leader heard from recently, 0 if none
 	leaderBallot Ballot
 	leaderTicks  int
@@ -214,7 +242,7 @@ type Core struct {
 // Stats counts protocol events of one Core.
 type Stats struct {
 	Prepares, Promotions, StepDowns, Rejects, Forwards uint64
-	DroppedForwards                                    uint64
+	DroppedForwards, QuorumLosses                      uint64
 	Chosen, Learned, Conflicts                         uint64
 }
 
@@ -284,12 +312,17 @@ func New(cfg Config, st State) (*Core, error) {
 		bound:    map[uint64]*pb.Value{},
 		fwdSeen:  map[origin]*seenWindow{},
 		reading:  map[uint64]bool{},
+		acked:    map[uint64]uint64{},
+		ackTick:  map[uint64]uint64{},
+		heard:    map[uint64]uint64{},
 		memBase:  st.Base,
 		logStart: max(st.LogStart, 1),
 	}
 	if hs != nil {
 		c.promised = ballotOf(hs.Promised)
 		c.boot = hs.Boot
+		// It may have granted a lease before it went down, and forgot.
+		c.hold = c.leaseTicks(cfg.LeaseMicros)
 	}
 	// A new incarnation: proposals made from now on must not collide with
 	// those of earlier ones, and the bump is durable before any leaves.
@@ -521,6 +554,7 @@ func (c *Core) Advance() {
 // Tick advances logical time by one unit.
 func (c *Core) Tick() {
 	c.roleTicks++
+	c.tickMaster()
 	if c.backoff > 0 {
 		c.backoff--
 	}
@@ -567,16 +601,21 @@ func (c *Core) validate(m *pb.Message) error {
 	if m.Ballot != nil && m.Ballot.Node != 0 && !slices.Contains(c.cfg.Peers, m.Ballot.Node) {
 		return fmt.Errorf("%w: ballot of node %d", ErrNotMember, m.Ballot.Node)
 	}
-	if m.Instance > maxInstance {
+	if b := m.TransferFrom; b != nil && !slices.Contains(c.cfg.Peers, b.Node) {
+		return fmt.Errorf("%w: transfer from node %d", ErrNotMember, b.Node)
+	}
+	if m.Instance > maxInstance || m.Stray > maxInstance {
 		return fmt.Errorf("%w: instance %d", ErrInvalidMessage, m.Instance)
 	}
 	switch m.Type {
 	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPT,
-		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_REJECT, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_FORWARD:
+		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_REJECT, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_FORWARD,
+		pb.MsgType_MSG_HEARTBEAT_ACK, pb.MsgType_MSG_TIMEOUT_NOW:
 		if m.Ballot == nil || ballotOf(m.Ballot).IsZero() {
 			return fmt.Errorf("%w: %v without ballot", ErrInvalidMessage, m.Type)
 		}
-	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_REQ, pb.MsgType_MSG_LEARN_RESP:
+	case pb.MsgType_MSG_CHOSEN, pb.MsgType_MSG_LEARN_REQ, pb.MsgType_MSG_LEARN_RESP,
+		pb.MsgType_MSG_READ_INDEX, pb.MsgType_MSG_READ_INDEX_RESP:
 	default:
 		return fmt.Errorf("%w: type %v", ErrInvalidMessage, m.Type)
 	}
@@ -606,6 +645,15 @@ func (c *Core) validate(m *pb.Message) error {
 
 // step dispatches a validated (or local) message.
 func (c *Core) step(m *pb.Message) {
+	if m.From != c.cfg.ID {
+		c.heard[m.From] = c.ticks
+		switch m.Type {
+		case pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_HEARTBEAT_ACK:
+			if c.role != follower && ballotOf(m.Ballot) == c.ballot {
+				c.ackTick[m.From] = c.ticks
+			}
+		}
+	}
 	if m.ChosenUpto > c.maxKnown {
 		c.maxKnown = m.ChosenUpto
 	}
@@ -643,6 +691,14 @@ func (c *Core) step(m *pb.Message) {
 		c.onHeartbeat(m)
 	case pb.MsgType_MSG_FORWARD:
 		c.onForward(m)
+	case pb.MsgType_MSG_HEARTBEAT_ACK:
+		c.onHeartbeatAck(m)
+	case pb.MsgType_MSG_READ_INDEX:
+		c.readIndex(m.From, m.Seq)
+	case pb.MsgType_MSG_READ_INDEX_RESP:
+		c.onReadIndexResp(m)
+	case pb.MsgType_MSG_TIMEOUT_NOW:
+		c.onTimeoutNow(m)
 	}
 	if m.ChosenUpto > c.chosenUpto && m.From != c.cfg.ID {
 		// A peer is ahead: ask it now rather than at the next learn tick.
@@ -692,7 +748,7 @@ func (c *Core) send(m *pb.Message) {
 // followers' disks work in parallel.
 func early(t pb.MsgType) bool {
 	switch t {
-	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPTED:
+	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_HEARTBEAT_ACK:
 		return false
 	}
 	return true
@@ -833,7 +889,9 @@ func (c *Core) flush() {
 	for {
 		if len(c.outAccepts) > 0 && c.role == leading {
 			c.broadcast(&pb.Message{Type: pb.MsgType_MSG_ACCEPT, Ballot: c.ballot.pb(), Entries: c.outAccepts}, true)
-			c.quietTicks = 0 // an accept announces the leader as a heartbeat does
+		}
+		if c.readRound && c.role == leading {
+			c.sendHeartbeat()
 		}
 		c.outAccepts = nil
 		if len(c.outChosen) > 0 {

@@ -8,7 +8,7 @@ import (
 
 // SameProposal reports whether a and b are the same proposal.
 func SameProposal(a, b *pb.Value) bool {
-	return a.Node == b.Node && a.Boot == b.Boot && a.Seq == b.Seq && a.Noop == b.Noop &&
+	return a.Node == b.Node && a.Boot == b.Boot && a.Seq == b.Seq && a.Noop == b.Noop && a.Master == b.Master &&
 		a.Smid == b.Smid && a.Batch == b.Batch && bytes.Equal(a.Data, b.Data)
 }
 
@@ -111,9 +111,9 @@ func (c *Core) tickLearner() {
 	// quorum did not see that instance, and no new value reaches it): run
 	// phase 1, which decides the instance either way.
 	stuck := c.leader == 0 || len(c.bound) > 0
-	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && stuck && c.backoff == 0 && !c.behind {
+	if c.stuckTicks > 2*c.cfg.ElectionTicks && c.role == follower && stuck && c.backoff == 0 && !c.behind && c.mayPrepare() {
 		c.stuckTicks = 0
-		c.startPrepare()
+		c.startPrepare(nil)
 	}
 }
 

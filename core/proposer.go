@@ -11,6 +11,8 @@ func (c *Core) becomeFollower(backoff int) {
 		c.Stats.StepDowns++
 	}
 	c.role = follower
+	c.refuseReads()
+	c.fillTo = 0
 	if c.leader == c.cfg.ID {
 		c.leader = 0 // it no longer leads; Leader reports none until it hears one
 	}
@@ -20,8 +22,9 @@ func (c *Core) becomeFollower(backoff int) {
 	clear(c.inflight)
 }
 
-// startPrepare begins phase 1 with a ballot above every one seen.
-func (c *Core) startPrepare() {
+// startPrepare begins phase 1 with a ballot above every one seen. transfer
+// is the ballot of the leader that handed over to this node, if any.
+func (c *Core) startPrepare(transfer *pb.Ballot) {
 	c.ballot = Ballot{Counter: max(c.maxSeen, c.promised.Counter) + 1, Node: c.cfg.ID}
 	c.maxSeen = c.ballot.Counter
 	c.role = preparing
@@ -31,7 +34,7 @@ func (c *Core) startPrepare() {
 	c.p1Max = 0
 	c.prepareFrom = c.chosenUpto + 1
 	c.Stats.Prepares++
-	c.broadcast(&pb.Message{Type: pb.MsgType_MSG_PREPARE, Ballot: c.ballot.pb(), Instance: c.prepareFrom}, true)
+	c.broadcast(&pb.Message{Type: pb.MsgType_MSG_PREPARE, Ballot: c.ballot.pb(), Instance: c.prepareFrom, TransferFrom: transfer}, true)
 }
 
 func (c *Core) onPromise(m *pb.Message) {
@@ -96,9 +99,18 @@ func (c *Core) becomeLeader() {
 		c.propose(i, v)
 	}
 	c.p1 = nil
+	// The master record: once it is chosen, everything an earlier leader
+	// got chosen is below it, and its instance is this master's version.
+	c.masterAt = c.next
+	c.next++
+	c.propose(c.masterAt, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true, Master: true})
+	clear(c.acked)
+	clear(c.ackTick)
+	for _, p := range c.promises {
+		c.ackTick[p] = c.ticks
+	}
 	c.fillWindow()
-	c.broadcast(&pb.Message{Type: pb.MsgType_MSG_HEARTBEAT, Ballot: c.ballot.pb()}, false)
-	c.quietTicks = 0
+	c.sendHeartbeat()
 }
 
 // propose sends phase 2a for instance i with the current ballot.
@@ -120,6 +132,14 @@ func (c *Core) fillWindow() {
 		c.queue = c.queue[1:]
 		c.bound[i] = v
 		c.propose(i, v)
+	}
+	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) == 0 && c.next <= c.fillTo && !c.tooFar(c.next) {
+		i := c.next
+		c.next++
+		if e := c.log[i]; i <= c.chosenUpto || e != nil && e.Chosen {
+			continue
+		}
+		c.propose(i, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true})
 	}
 }
 
@@ -183,18 +203,16 @@ func (c *Core) dispatch() {
 			c.Stats.Forwards++
 			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Ballot: c.leaderBallot.pb(), Values: c.queue})
 			c.queue = nil
-		} else if c.backoff == 0 && !c.behind {
-			c.startPrepare()
+		} else if c.backoff == 0 && !c.behind && c.mayPrepare() {
+			c.startPrepare(nil)
 		}
 	}
 }
 
 func (c *Core) tickLeader() {
-	// Heartbeats only fill silences: accepts carry the ballot and the
-	// chosen prefix too, so a busy leader sends none.
+	// Heartbeats renew the lease, busy or not.
 	if c.quietTicks++; c.quietTicks >= c.cfg.HeartbeatTicks {
-		c.quietTicks = 0
-		c.broadcast(&pb.Message{Type: pb.MsgType_MSG_HEARTBEAT, Ballot: c.ballot.pb()}, false)
+		c.sendHeartbeat()
 	}
 	var resend map[uint64][]*pb.Entry
 	for i := c.chosenUpto + 1; i < c.next; i++ {

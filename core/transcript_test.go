@@ -455,6 +455,11 @@ func (h *trHarness) cluster(a *trArgs) []string {
 		HeartbeatTicks: a.int("heartbeat", 0),
 		RetryTicks:     a.int("retry", 0),
 		LearnTicks:     a.int("learn", 0),
+		// Leases (and a restarted node's hold) last lease ticks plus one;
+		// by default one tick plus one, so scenarios about other things
+		// need few ticks to get past them.
+		TickMicros:  10_000,
+		LeaseMicros: uint64(a.int("lease", 0))*10_000 + 1,
 		// Deterministic and short: every backoff is one tick.
 		Rand: func(int) int { return 0 },
 	}
