@@ -176,7 +176,9 @@ func (n *Node) updateMaster(g *group) {
 	now := n.env.Clock.Now()
 	until := time.Duration(0)
 	if g.core.MasterReady() && g.executed >= g.core.MasterAt() && ms.ballot == g.core.Ballot() {
-		if seq := g.core.LeaseSeq(); seq > 0 {
+		if len(n.opts.Nodes) == 1 {
+			until = now + n.leaseFor(ms.lease) // a majority of one: itself
+		} else if seq := g.core.LeaseSeq(); seq > 0 {
 			if t, ok := ms.sent[seq]; ok {
 				until = max(ms.until, t+n.leaseFor(ms.lease))
 			} else {
@@ -234,13 +236,13 @@ func (n *Node) updateMaster(g *group) {
 
 // SetMasterLease changes the lease this node asks for while it is the
 // group's master: at most Options.MasterLease (the lease a restarted node
-// waits out), at least five ticks.
+// waits out), at least ten ticks.
 func (n *Node) SetMasterLease(group uint64, d time.Duration) error {
 	if _, err := n.group(group); err != nil {
 		return err
 	}
-	if d < 5*n.opts.TickInterval || d > n.opts.MasterLease {
-		return fmt.Errorf("%w: master lease %v outside [%v, %v]", ErrInvalidOptions, d, 5*n.opts.TickInterval, n.opts.MasterLease)
+	if d < 10*n.opts.TickInterval || d > n.opts.MasterLease {
+		return fmt.Errorf("%w: master lease %v outside [%v, %v]", ErrInvalidOptions, d, 10*n.opts.TickInterval, n.opts.MasterLease)
 	}
 	return n.onLoop(func() error {
 		g := n.groups[group]

@@ -154,8 +154,8 @@ func (o Options) Validate() error {
 		return bad("MaxClockDrift %v outside [0, 0.5)", o.MaxClockDrift)
 	case o.MasterLease < 0:
 		return bad("negative MasterLease %v", o.MasterLease)
-	case o.MasterLease > 0 && o.MasterLease < 5*max(o.TickInterval, 10*time.Millisecond):
-		return bad("MasterLease %v shorter than five ticks", o.MasterLease)
+	case o.MasterLease > 0 && o.MasterLease < 10*max(o.TickInterval, 10*time.Millisecond):
+		return bad("MasterLease %v shorter than ten ticks (heartbeats go every five)", o.MasterLease)
 	case o.TickInterval < 0 || o.ProposeTimeout < 0 || o.BatchDelay < 0:
 		return bad("negative duration (TickInterval %v, ProposeTimeout %v, BatchDelay %v)", o.TickInterval, o.ProposeTimeout, o.BatchDelay)
 	}

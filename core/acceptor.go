@@ -36,10 +36,19 @@ func (c *Core) onPrepare(m *pb.Message) {
 	if c.granted(b, m.TransferFrom) {
 		// A lease granted to another leader runs here (or this node just
 		// restarted): no promise until it ran out.
-		if !c.promised.IsZero() {
+		// The refusal names the grantee, so the proposer backs off and
+		// follows it instead of running again and again (each run raises
+		// its own promise, which would then refuse the leader's ballot).
+		if g := c.grant; g.node != 0 && g.ticks > 0 && !g.ballot.IsZero() {
+			c.send(&pb.Message{Type: pb.MsgType_MSG_REJECT, To: m.From, Ballot: g.ballot.pb(), Instance: uint64(m.Type), Seq: 1})
+		} else if !c.promised.IsZero() {
 			c.reject(m)
 		}
 		return
+	}
+	if t := m.TransferFrom; t != nil && c.grant.ticks > 0 && c.grant.node == t.Node && c.grant.node != b.Node {
+		// The grantee handed over: the grant passes to its successor.
+		c.grant.node, c.grant.ballot = b.Node, b
 	}
 	c.promise(b)
 	c.yield(b)

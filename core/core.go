@@ -562,6 +562,8 @@ func (c *Core) Tick() {
 		c.leaderTicks++
 		if c.leaderTicks > c.cfg.ElectionTicks {
 			c.leader = 0
+			// Not all at once: every follower heard the same last heartbeat.
+			c.backoff = max(c.backoff, c.cfg.Rand(c.cfg.ElectionTicks)+1)
 		}
 	}
 	switch c.role {
@@ -875,7 +877,7 @@ func (c *Core) Early() []*pb.Message {
 // to this node too if self.
 func (c *Core) broadcast(m *pb.Message, self bool) {
 	if self {
-		c.send(&pb.Message{Type: m.Type, To: c.cfg.ID, Ballot: m.Ballot, Instance: m.Instance, Entries: m.Entries, Instances: m.Instances, Values: m.Values})
+		c.send(&pb.Message{Type: m.Type, To: c.cfg.ID, Ballot: m.Ballot, Instance: m.Instance, Entries: m.Entries, Instances: m.Instances, Values: m.Values, TransferFrom: m.TransferFrom})
 	}
 	if len(c.cfg.Peers) > 1 {
 		m.To = 0

@@ -87,7 +87,10 @@ func (c *Core) sendHeartbeat() {
 func (c *Core) onHeartbeat(m *pb.Message) {
 	b := ballotOf(m.Ballot)
 	if b.Less(c.promised) {
-		c.reject(m) // tell a stale leader to step down
+		// Tell the leader to step down and come back with a higher
+		// ballot. (Not followed: it may be a late copy from a leader long
+		// gone.)
+		c.reject(m)
 		return
 	}
 	if c.hold > 0 {
@@ -321,7 +324,9 @@ func (c *Core) QuorumLost() bool {
 	if c.role == leading {
 		return c.roleTicks > c.ackWindow() && c.recentAcks() < c.quorum
 	}
-	if c.leader != 0 {
+	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 {
+		// A leader is heard, or a lease granted to a silent one is running
+		// out: the next master is elected once it has.
 		return false
 	}
 	n := 1

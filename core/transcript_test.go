@@ -36,10 +36,12 @@ import (
 // Commands (node=N names a node; where it is optional, leaving it out means
 // every live node, in id order):
 //
-//	cluster nodes=3 [window=W election=E heartbeat=H retry=R learn=L]
+//	cluster nodes=3 [window=W election=E heartbeat=H retry=R learn=L lease=T]
 //	    fresh cores 1..n of group 0; each one's first Ready (its boot record)
 //	    is persisted, synced and advanced. Every Rand call returns 0, so each
 //	    random backoff is 1 tick and a random peer is the lowest other id.
+//	    A tick is 10000us and the lease T ticks (default 1): a grant, and a
+//	    restarted node's hold, last T+1 ticks.
 //	propose node=N value=V   Propose(0, V): prints seq=S or "queue full"
 //	tick [node=N] [n=K]      K ticks (default 1)
 //	ready node=N             take a Ready and print it; it stays in progress
@@ -70,9 +72,19 @@ import (
 //	unblock                  remove every block
 //	crash node=N             the core is lost with its unsynced records and
 //	                         in-progress Ready; messages to it are dropped
-//	restart node=N           core.New from the durable records
+//	restart node=N           core.New from the durable records; the core
+//	                         holds for one lease (see cluster) before it
+//	                         supports any proposer
 //	state [node=N]           role, leader, promise, prefix, queue, executed
 //	                         values and non-zero Stats, from exported accessors
+//	master [node=N]          the master accessors: Ballot, MasterAt,
+//	                         MasterReady, LeaderVersion, LeaseSeq, QuorumLost
+//	readindex node=N id=I    ReadIndex(I)
+//	readstates node=N        print ReadStates(): id, index (0: refused),
+//	                         leader
+//	transfer node=N to=T     Transfer(T): prints "refused" if it reports false
+//	stepdown node=N [ticks=K]
+//	                         StepDown(K)
 //	disk node=N              the durable and unsynced records
 //	network                  the messages in flight, then the held ones
 //
@@ -83,11 +95,16 @@ import (
 //
 // Messages print as `1->2 ACCEPT b=1.1 entries=[3:b1.1 "x"] up=2`
 // (b= ballot counter.node, i= instance, up= the sender's chosen prefix,
-// of= the refused type of a REJECT); `1->*` is a broadcast as the core
+// of= the refused type of a REJECT; heartbeats and their acks show seq=,
+// lease= the lease asked for, stray= the highest instance the acker holds
+// an accepted value at, and a prepare started by a transfer shows
+// transfer_from= the old leader's ballot; read index messages show seq=
+// the read id and i= the index); `1->*` is a broadcast as the core
 // emits it, which enters the network as one copy per other member. Messages
 // to self never leave the core. Entries print as instance:ballot value, with
 // `chosen` for chosen records and `chosen-by-ballot` for a chosen notice
-// without data; values as "data" or noop. A message delivered to a crashed
+// without data; values as "data", noop, or master(N) for node N's master
+// record (a no-op marked master). A message delivered to a crashed
 // node is lost. Executing a value checks that it follows the node's last
 // executed instance, agrees with what other nodes executed there and is not
 // a proposal the node executed at another instance; a violation prints a
@@ -398,6 +415,33 @@ func (h *trHarness) run(cmd string) []string {
 		for _, nd := range nodes {
 			out = append(out, h.state(nd)...)
 		}
+	case "readindex":
+		nd := a.node(false)
+		id := a.int("id", 0)
+		if id == 0 {
+			h.fatalf("readindex needs id=")
+		}
+		nd.core.ReadIndex(uint64(id))
+	case "readstates":
+		nd := a.node(false)
+		for _, rs := range nd.core.ReadStates() {
+			out = append(out, fmt.Sprintf("read id=%d index=%d leader=%d", rs.ID, rs.Index, rs.Leader))
+		}
+		if len(out) == 0 {
+			out = []string{"none"}
+		}
+	case "transfer":
+		nd := a.node(false)
+		if !nd.core.Transfer(uint64(a.int("to", 0))) {
+			out = []string{"refused"}
+		}
+	case "stepdown":
+		nd := a.node(false)
+		nd.core.StepDown(a.int("ticks", 0))
+	case "master":
+		for _, nd := range h.pick(a.node(true)) {
+			out = append(out, h.master(nd))
+		}
 	case "disk":
 		nd := a.anyNode()
 		for _, r := range nd.durable {
@@ -455,13 +499,16 @@ func (h *trHarness) cluster(a *trArgs) []string {
 		HeartbeatTicks: a.int("heartbeat", 0),
 		RetryTicks:     a.int("retry", 0),
 		LearnTicks:     a.int("learn", 0),
-		// Leases (and a restarted node's hold) last lease ticks plus one;
-		// by default one tick plus one, so scenarios about other things
-		// need few ticks to get past them.
+		// A grant (and a restarted node's hold) lasts the lease plus one
+		// tick: by default 1+1 ticks, so scenarios about other things need
+		// few ticks to get past them.
 		TickMicros:  10_000,
-		LeaseMicros: uint64(a.int("lease", 0))*10_000 + 1,
+		LeaseMicros: uint64(a.int("lease", 1)) * 10_000,
 		// Deterministic and short: every backoff is one tick.
 		Rand: func(int) int { return 0 },
+	}
+	if h.cfg.LeaseMicros == 0 {
+		h.fatalf("cluster needs lease >= 1")
 	}
 	for i := 1; i <= n; i++ {
 		h.cfg.Peers = append(h.cfg.Peers, uint64(i))
@@ -778,6 +825,16 @@ func (h *trHarness) state(nd *trNode) []string {
 	return out
 }
 
+// master prints nd's master state: the ballot it leads or prepares with,
+// its master record's instance and whether it is chosen, the master
+// version it knows of, the heartbeat seq a majority acked, and whether it
+// reports itself cut off from a majority.
+func (h *trHarness) master(nd *trNode) string {
+	c := nd.core
+	return fmt.Sprintf("node %d: ballot=%s masterAt=%d ready=%v leaderVersion=%d leaseSeq=%d quorumLost=%v",
+		nd.id, trBallot(c.Ballot()), c.MasterAt(), c.MasterReady(), c.LeaderVersion(), c.LeaseSeq(), c.QuorumLost())
+}
+
 func trBallot(b core.Ballot) string { return fmt.Sprintf("%d.%d", b.Counter, b.Node) }
 
 func trPBBallot(b *pb.Ballot) string {
@@ -791,6 +848,8 @@ func trValue(v *pb.Value) string {
 	switch {
 	case v == nil:
 		return "nil"
+	case v.Master:
+		return fmt.Sprintf("master(%d)", v.Node)
 	case v.Noop:
 		return "noop"
 	case v.Batch:
@@ -877,6 +936,18 @@ func trMsg(m *pb.Message) string {
 			vs = append(vs, trValue(v))
 		}
 		b.WriteString(" values=[" + strings.Join(vs, ", ") + "]")
+	}
+	if m.Seq != 0 {
+		fmt.Fprintf(&b, " seq=%d", m.Seq)
+	}
+	if m.LeaseUs != 0 {
+		fmt.Fprintf(&b, " lease=%dus", m.LeaseUs)
+	}
+	if m.Stray != 0 {
+		fmt.Fprintf(&b, " stray=%d", m.Stray)
+	}
+	if m.TransferFrom != nil {
+		b.WriteString(" transfer_from=" + trPBBallot(m.TransferFrom))
 	}
 	if m.ChosenUpto != 0 {
 		fmt.Fprintf(&b, " up=%d", m.ChosenUpto)

@@ -326,3 +326,38 @@ func TestRecorderConcurrentUse(t *testing.T) {
 	}
 	mustBe(t, r, porcupine.Ok)
 }
+
+func TestEffectedBy(t *testing.T) {
+	// A put whose client never heard, known to have taken effect by 20:
+	// a read after 20 must see it.
+	r := NewRecorder()
+	do(r, 0, put("a", "1"), 0, 5, written(1))
+	r.EffectedBy(r.Invoke(1, put("a", "2"), 10), written(2), 20)
+	do(r, 2, get("a"), 30, 40, read("1", 1))
+	mustBe(t, r, porcupine.Illegal)
+
+	// Before its bound it may or may not have taken effect.
+	r = NewRecorder()
+	do(r, 0, put("a", "1"), 0, 5, written(1))
+	r.EffectedBy(r.Invoke(1, put("a", "2"), 10), written(2), 50)
+	do(r, 2, get("a"), 30, 40, read("1", 1))
+	do(r, 2, get("a"), 60, 70, read("2", 2))
+	v := mustBe(t, r, porcupine.Ok)
+	if v.Unknown != 1 {
+		t.Fatalf("Unknown = %d, want 1", v.Unknown)
+	}
+
+	// A bound before the call is clamped to it; a returned op is kept.
+	r = NewRecorder()
+	id := r.Invoke(0, put("a", "1"), 10)
+	r.EffectedBy(id, written(1), 3)
+	if ops := r.Operations(); ops[0].Return != 10 {
+		t.Fatalf("return = %d, want the call time 10", ops[0].Return)
+	}
+	id = r.Invoke(0, put("a", "2"), 20)
+	r.Return(id, written(2), 30)
+	r.EffectedBy(id, written(7), 25)
+	if ops := r.Operations(); ops[1].Return != 30 || ops[1].Output.(Output).Result != written(2) {
+		t.Fatalf("returned op changed: %+v", ops[1])
+	}
+}

@@ -28,6 +28,7 @@ type record struct {
 	ret    int64
 	res    kvsm.Result
 	state  opState
+	bound  bool // effected with a known latest time (ret)
 }
 
 // Recorder accumulates a concurrent history of kvsm operations. It is safe
@@ -118,6 +119,22 @@ func (r *Recorder) Effected(id int, res kvsm.Result) {
 	r.ops[id].state = effected
 }
 
+// EffectedBy is [Recorder.Effected] with a bound: the operation took
+// effect with result res at or before time by (the simulator knows when
+// its value was first executed anywhere, which is after it took effect).
+// Its interval ends at by (at least its call time) instead of staying
+// open, which prunes porcupine's search without making any linearizable
+// history fail.
+func (r *Recorder) EffectedBy(id int, res kvsm.Result, by int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if id < 0 || id >= len(r.ops) || r.ops[id].state == returned {
+		return
+	}
+	rec := &r.ops[id]
+	rec.res, rec.state, rec.bound, rec.ret = res, effected, true, max(by, rec.call)
+}
+
 // Len returns the number of operations invoked so far.
 func (r *Recorder) Len() int {
 	r.mu.Lock()
@@ -156,6 +173,9 @@ func (r *Recorder) snapshot() (ops []porcupine.Operation, unknowns int) {
 		case effected:
 			op.Output = Output{Result: rec.res}
 			op.Return = math.MaxInt64
+			if rec.bound {
+				op.Return = rec.ret
+			}
 			unknowns++
 		default:
 			op.Output = Output{Result: rec.res, Unknown: true}

@@ -32,6 +32,11 @@ type simNode struct {
 	synced   bool     // this incarnation completed a sync
 	clock    clock
 	revealed revealed // acceptor state its messages exposed
+	// paused: the process is stopped (SIGSTOP) until the pause ends; the
+	// handlers, timer firings, deliveries and completions due meanwhile
+	// wait in deferred, in order.
+	paused   bool
+	deferred []event
 }
 
 // nodeEnv implements env's seams for one incarnation of a node.
@@ -48,6 +53,19 @@ type nodeEnv struct {
 }
 
 func (e *nodeEnv) alive() bool { return e.n.up && e.n.inc == e.inc }
+
+// onLoop runs f, something of this incarnation's process, now, or once
+// a pause of the process ends; never once the incarnation is gone.
+func (e *nodeEnv) onLoop(f func()) {
+	if !e.alive() {
+		return
+	}
+	if e.n.paused {
+		e.n.deferred = append(e.n.deferred, event{fn: f, env: e})
+		return
+	}
+	f()
+}
 
 // Post queues f behind everything already scheduled now, like a loop's
 // queue; after Close it refuses, and after a crash the post is lost.
@@ -136,10 +154,13 @@ func (e *nodeEnv) Go(job func() error, done func(error)) {
 	d := r.w.between(r.opts.CkptLatency/20, r.opts.CkptLatency)
 	r.crashSoon(e, r.opts.CkptCrashRate, d, "while a checkpoint job runs")
 	r.w.after(d, func() {
-		if e.alive() && !e.closed {
-			err := job()
-			e.Post(func() { done(err) })
-		}
+		// A paused process runs no job either.
+		e.onLoop(func() {
+			if !e.closed {
+				err := job()
+				e.Post(func() { done(err) })
+			}
+		})
 	})
 }
 
@@ -183,14 +204,16 @@ func (e *nodeEnv) Sync(done func(error)) {
 		e.n.syncing--
 		if fail {
 			e.storageFailed("sync")
-			done(errInjected)
+			e.onLoop(func() { done(errInjected) })
 			return
 		}
+		// The disk completes the sync even while the process is paused;
+		// the node hears of it on its loop.
 		e.r.stats.Syncs++
 		e.n.synced = true
 		e.n.disk.durable = max(e.n.disk.durable, upto)
 		e.n.disk.clean()
-		done(nil)
+		e.onLoop(func() { done(nil) })
 	})
 }
 
@@ -325,6 +348,16 @@ func (r *run) start(n *simNode) {
 				r.stats.MaxLiveBytes = max(r.stats.MaxLiveBytes, uint64(n.disk.liveBytes()))
 			}
 		},
+		OnLease: func(group uint64, until time.Duration, version uint64) {
+			if e.alive() {
+				r.onLease(n, group, until, version)
+			}
+		},
+		OnRead: func(group, index uint64, byLease bool) {
+			if e.alive() {
+				r.onRead(n, group, index, byLease)
+			}
+		},
 		MemTail: r.opts.MemTail,
 		Canary:  r.opts.Canary,
 	})
@@ -438,6 +471,8 @@ func (r *run) crash(n *simNode) {
 	}
 	n.up = false
 	n.node = nil
+	n.paused, n.deferred = false, nil // a crash ends a pause
+	r.endBeliefs(n)
 	r.stats.Crashes++
 	r.w.tracef("n%d crash (kept %d unsynced bytes)", n.id, keep)
 }
@@ -473,6 +508,9 @@ func (r *run) nodeOptions(id uint64, e env.Env) paxos.Options {
 
 		CheckpointInterval: r.opts.CheckpointInterval,
 		HoldCount:          r.opts.HoldCount,
+
+		MasterLease:   r.opts.MasterLease,
+		MaxClockDrift: r.opts.maxClockDrift(),
 	}
 }
 

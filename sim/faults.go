@@ -24,12 +24,21 @@ func (c *clock) trueDelay(d time.Duration) time.Duration {
 	return time.Duration(float64(d) / c.rate)
 }
 
-// setClocks gives every node its own clock rate within the drift bound.
+// setClocks gives every node its own clock rate within the drift bound
+// (or beyond the bound the nodes are told, with DriftBeyondBound).
 func (r *run) setClocks() {
+	d := r.opts.ClockDrift
+	if r.opts.DriftBeyondBound > 0 {
+		d = r.opts.DriftBeyondBound
+	}
 	for _, n := range r.nodes {
 		n.clock = clock{rate: 1}
-		if d := r.opts.ClockDrift; d > 0 {
-			n.clock.rate = 1 + d*(2*r.w.rng.Float64()-1)
+		if d > 0 {
+			u := r.w.rng.Float64()
+			if r.opts.ClockEdges {
+				u = float64(int(2 * u)) // 0 or 1
+			}
+			n.clock.rate = 1 + d*(2*u-1)
 			r.stats.DriftingClocks++
 		}
 	}
@@ -196,5 +205,80 @@ func (r *run) recrash(n *simNode) {
 func (r *run) crashAfterPrepare(n *simNode) {
 	if r.w.now < r.healAt && r.w.chance(r.opts.RecrashRate/3) {
 		r.recrash(n)
+	}
+}
+
+// pauseOne stops a random node's process for a while, as SIGSTOP (or a
+// long GC pause, a VM migration) would: nothing of it runs, its clock goes
+// on. A master paused past its lease must not serve a lease read when it
+// resumes, and a new master may be elected meanwhile.
+//
+// A third of the pauses stall the whole host: the node is cut off too.
+// Half the pauses hit a master (a node that holds a lease): its lease must
+// run out on its own clock before another node's begins, and when it
+// resumes, the reads and messages that waited must not find it believing
+// it still leads.
+func (r *run) pauseOne() {
+	n := r.nodes[r.w.rng.IntN(len(r.nodes))]
+	aimed := false
+	if r.w.chance(0.5) {
+		var masters []*simNode
+		for _, m := range r.nodes {
+			for g := range uint64(r.opts.Groups) {
+				if _, ok := r.holds(m, g); ok {
+					masters = append(masters, m)
+					break
+				}
+			}
+		}
+		if len(masters) > 0 {
+			n, aimed = masters[r.w.rng.IntN(len(masters))], true
+		}
+	}
+	d := r.w.between(time.Millisecond, r.opts.MaxPause)
+	if !n.up || n.paused || r.w.now+d >= r.healAt {
+		return
+	}
+	n.paused = true
+	r.stats.Pauses++
+	if aimed {
+		r.stats.MasterPauses++
+	}
+	r.w.tracef("n%d paused for %v", n.id, d)
+	if r.w.chance(0.3) {
+		// The whole host stalls (a VM migration, a swap storm): its network
+		// is gone too, and what is sent to it meanwhile is lost.
+		r.stats.Stalls++
+		r.isolate(n, d)
+	}
+	inc := n.inc
+	r.w.after(d, func() {
+		if n.inc == inc && n.paused {
+			r.resume(n)
+		}
+	})
+}
+
+// resume ends a pause: what waited runs now, in its original order, before
+// anything posted later.
+func (r *run) resume(n *simNode) {
+	n.paused = false
+	r.w.tracef("n%d resumes (%d handlers waited)", n.id, len(n.deferred))
+	backlog := n.deferred
+	n.deferred = nil
+	for i, e := range backlog {
+		if r.w.halted {
+			return
+		}
+		if n.paused {
+			// Paused again from within (cannot happen today): what is
+			// left of the backlog still goes first.
+			n.deferred = append(backlog[i:len(backlog):len(backlog)], n.deferred...)
+			return
+		}
+		if e.env.alive() {
+			r.w.events++
+			e.fn()
+		}
 	}
 }

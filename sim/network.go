@@ -57,10 +57,19 @@ func (r *run) deliver(from, to uint64, msg []byte, m *pb.Message) {
 		r.stats.PartitionDrops++
 		return
 	}
-	r.stats.Delivered++
-	r.traceMsg("recv", from, to, m)
-	r.noteDelivered(n, m)
-	n.env.recv(msg)
+	// A paused process finds the message in its socket when it resumes.
+	e := n.env
+	e.onLoop(func() {
+		if e.closed {
+			r.stats.PartitionDrops++
+			return
+		}
+		r.stats.Delivered++
+		r.traceMsg("recv", from, to, m)
+		r.noteDelivered(n, m)
+		r.noteRoundDelivered(n, m)
+		e.recv(msg)
+	})
 }
 
 func (r *run) traceMsg(what string, from, to uint64, m *pb.Message) {
@@ -126,7 +135,8 @@ func (r *run) decode(msg []byte) *pb.Message {
 	t := peekType(msg)
 	switch t {
 	case pb.MsgType_MSG_PREPARE, pb.MsgType_MSG_PROMISE, pb.MsgType_MSG_ACCEPT,
-		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_HEARTBEAT:
+		pb.MsgType_MSG_ACCEPTED, pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_HEARTBEAT_ACK,
+		pb.MsgType_MSG_READ_INDEX, pb.MsgType_MSG_READ_INDEX_RESP:
 	default:
 		if r.w.trace == nil && t != pb.MsgType_MSG_UNKNOWN {
 			return &pb.Message{Type: t}

@@ -83,6 +83,33 @@ type Options struct {
 	// faults still fire: checkpoint transfers then meet crashes.
 	LongDown bool
 
+	// Masters and reads: nodes ask for MasterLease and are told the
+	// clocks stay within ClockDrift (MaxClockDrift; 0.001 when
+	// ClockDrift is 0). During the safety phase a node's process stops
+	// for up to MaxPause at PauseRate per second (a SIGSTOP: handlers,
+	// timer firings and deliveries wait and then run in order, the clock
+	// runs on); half the pauses hit a master, and a third stall the
+	// whole host (its links are cut too). ReadRate is the share of client
+	// gets sent as linearizable reads (Node.ReadAsync, random mode)
+	// instead of through the log.
+	MasterLease time.Duration
+	PauseRate   float64
+	MaxPause    time.Duration
+	ReadRate    float64
+	// ClockEdges puts every drifting clock at an edge of the bound, 1-d
+	// or 1+d: the worst case for leases, where the master's clock is slow
+	// and its followers' fast.
+	ClockEdges bool
+	// DriftBeyondBound, when above 0, makes the clocks drift by up to that
+	// much while the nodes are still told ClockDrift: a broken assumption
+	// the lease checker must catch. Never drawn by Derive.
+	DriftBeyondBound float64
+	// endToEnd turns off the checkers that look at the lease and read
+	// index protocol directly (lease-bound, read-round), so a test can
+	// show the end-to-end checkers (lease, read, linearizability) catch
+	// what they would have caught first.
+	endToEnd bool
+
 	SafetyTime   time.Duration // faults on
 	SettleTime   time.Duration // after healing, before liveness is demanded
 	LivenessTime time.Duration // clients must succeed
@@ -181,6 +208,12 @@ func Derive(seed uint64, nodes, groups int) Options {
 	// partitions, times out thousands of operations, a history beyond
 	// porcupine's minute (seed 11460).
 	o.LongDown = r.Float64() < 0.3 && o.SafetyTime <= 5*time.Second
+	// Masters and reads, drawn after everything above.
+	o.MasterLease = time.Duration(150+r.IntN(851)) * time.Millisecond
+	o.PauseRate = some(0.3, 1)
+	o.MaxPause = time.Duration(float64(o.MasterLease) * (0.5 + 1.5*r.Float64())).Round(time.Millisecond)
+	o.ReadRate = r.Float64()
+	o.ClockEdges = r.Float64() < 0.5
 	return o
 }
 
@@ -192,13 +225,22 @@ func (o Options) String() string {
 		o.DropRate, o.DupRate, o.ReorderRate, o.MinDelay, o.MaxDelay, o.LongDelay, o.PartitionRate)
 	fmt.Fprintf(&b, "  nodes: crashes=%.2f/s torn=%.2f maxdown=%v sync<=%v\n", o.CrashRate, o.TornRate, o.MaxDown, o.SyncLatency)
 	fmt.Fprintf(&b, "  storage: write-errors=%.4f sync-errors=%.4f corrupt=%.2f/crash\n", o.WriteErrorRate, o.SyncErrorRate, o.CorruptRate)
-	fmt.Fprintf(&b, "  clocks: drift<=%.3f jumps=%.2f/s maxjump=%v\n", o.ClockDrift, o.ClockJumpRate, o.MaxJump)
+	fmt.Fprintf(&b, "  clocks: drift<=%.3f edges=%v jumps=%.2f/s maxjump=%v\n", o.ClockDrift, o.ClockEdges, o.ClockJumpRate, o.MaxJump)
 	fmt.Fprintf(&b, "  rare: late=%.4f flaps=%.2f/s recrash=%.2f minority-down=%v\n", o.LateRate, o.FlapRate, o.RecrashRate, o.MinorityDown)
 	fmt.Fprintf(&b, "  log: checkpoint-every=%d hold=%d memtail=%d ckpt-latency<=%v ckpt-crash=%.2f ckpt-errors=%.3f long-down=%v\n",
 		o.CheckpointInterval, o.HoldCount, o.MemTail, o.CkptLatency, o.CkptCrashRate, o.CkptErrorRate, o.LongDown)
+	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate)
+	if o.DriftBeyondBound > 0 {
+		fmt.Fprintf(&b, " drift-beyond-bound=%.3f (nodes told %.3f)", o.DriftBeyondBound, o.maxClockDrift())
+	}
+	b.WriteByte('\n')
 	fmt.Fprintf(&b, "  phases: safety=%v settle=%v liveness=%v drain=%v", o.SafetyTime, o.SettleTime, o.LivenessTime, o.DrainTime)
 	if o.Canary != core.CanaryNone {
 		fmt.Fprintf(&b, " canary=%d", o.Canary)
 	}
 	return b.String()
 }
+
+// maxClockDrift is the clock drift bound the nodes are told
+// (Options.MaxClockDrift): the run's ClockDrift, at least 0.001.
+func (o Options) maxClockDrift() float64 { return max(o.ClockDrift, 0.001) }

@@ -35,6 +35,8 @@ type Stats struct {
 	CkptCrashes, CkptErrors, StorageReads         uint64
 	MaxLiveBytes, LongDowns, MaxInMemory          uint64
 	LostBytes                                     uint64
+	Pauses, MasterChanges, LeaseReads, IndexReads uint64
+	Reads, ReadsFailed, MasterPauses, Stalls      uint64
 	Syncs, Commits, Batches                       uint64
 	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
 	SimTime                                       time.Duration
@@ -102,9 +104,15 @@ type run struct {
 	ids       []map[valueID]uint64     // per group: instance of each proposal
 	proposed  map[string]struct{}      // every value a client proposed
 	executed  map[string]kvsm.Result   // every client value chosen, with its result
+	execAt    map[string]time.Duration // when each client value was first executed anywhere
+	noQuorum  map[string]bool          // values whose proposal failed with ErrNoQuorum alone: never started
 	oracleSM  *kvsm.Machine            // the KV state machine fed the chosen log, in order
 	digests   [][]uint64               // per group, by instance: oracleSM's state digest after it
 	open      map[int]string           // history id -> value, of operations without a known outcome
+	masters   map[uint64]*masterState  // per group: lease beliefs (lease.go)
+	maxAcked  map[uint64]uint64        // per group: highest instance acknowledged to a client
+	rounds    map[roundKey]*hbRound    // heartbeat rounds (readround.go)
+	readReqs  map[readReqKey]int       // read index requests a leader got: its heartbeats sent then
 	acked     []ack                    // proposals reported successful
 }
 
@@ -123,6 +131,8 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		ids:      make([]map[valueID]uint64, opts.Groups),
 		proposed: map[string]struct{}{},
 		executed: map[string]kvsm.Result{},
+		execAt:   map[string]time.Duration{},
+		noQuorum: map[string]bool{},
 		oracleSM: kvsm.New(),
 		digests:  make([][]uint64, opts.Groups),
 		open:     map[int]string{},
@@ -135,6 +145,10 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		leaders:   map[uint64]*leadership{},
 		cutOff:    map[uint64]time.Duration{},
 		minority:  map[uint64]bool{},
+		masters:   map[uint64]*masterState{},
+		maxAcked:  map[uint64]uint64{},
+		rounds:    map[roundKey]*hbRound{},
+		readReqs:  map[readReqKey]int{},
 	}
 	for g := range r.ids {
 		r.ids[g] = map[valueID]uint64{}
@@ -169,7 +183,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		r.start(n)
 	}
 	for i := range opts.Clients {
-		c := &client{id: i, r: r, versions: map[string]uint64{}}
+		c := &client{id: i, r: r, versions: map[string]uint64{}, master: map[uint64]uint64{}}
 		r.clients = append(r.clients, c)
 		c.next()
 	}
@@ -177,10 +191,12 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	r.scheduleFault(opts.PartitionRate, r.partition)
 	r.scheduleFault(opts.ClockJumpRate, r.jumpClock)
 	r.scheduleFault(opts.FlapRate, r.flap)
+	r.scheduleFault(opts.PauseRate, r.pauseOne)
 	if opts.LongDown {
 		r.w.at(r.w.between(r.healAt/10, r.healAt/4), r.longDown)
 	}
 	r.w.at(r.healAt, r.heal)
+	r.w.at(r.liveFrom, r.checkMasters)
 	for r.err == nil && r.w.now < r.end {
 		r.w.runUntil(min(r.w.now+100*time.Millisecond, r.end))
 		r.checkMemory()
@@ -195,7 +211,8 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		// result the chosen log gives it.
 		for id, data := range r.open {
 			if res, ok := r.executed[data]; ok {
-				r.rec.Effected(id, res)
+				// It took effect before its value was first executed.
+				r.rec.EffectedBy(id, res, int64(r.execAt[data]))
 			} else {
 				r.rec.Absent(id)
 				r.stats.OpsNeverExecuted++
@@ -316,6 +333,7 @@ func (r *run) heal() {
 		r.restart(n)
 	}
 	r.keepAway()
+	r.healMasters()
 }
 
 // onCommit is the oracle: every node's every executed instance passes here.
@@ -372,6 +390,10 @@ func (r *run) advanceOracle(g uint64) {
 			for _, data := range items {
 				out, _ := r.oracleSM.Execute(g, i, data, nil)
 				r.executed[string(data)] = out.(kvsm.Result)
+				r.execAt[string(data)] = r.w.now
+				if r.noQuorum[string(data)] {
+					r.failCheck("no-quorum", "group %d instance %d: %s was chosen, but its proposal failed with ErrNoQuorum alone (never started)", g, i, data)
+				}
 			}
 		}
 		r.digests[g] = append(r.digests[g], r.oracleSM.StateDigest(g))

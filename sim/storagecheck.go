@@ -32,6 +32,8 @@ func (r *run) noteSent(n *simNode, m *pb.Message) {
 		r.checkAdoption(n, m)
 	case pb.MsgType_MSG_SNAP_REQ:
 		r.stats.Transfers++
+	case pb.MsgType_MSG_HEARTBEAT, pb.MsgType_MSG_READ_INDEX_RESP:
+		r.noteRoundSent(n, m)
 	}
 	r.noteLeader(n, m)
 	r.noteRevealed(n, m)

@@ -102,9 +102,17 @@ func (w *world) runUntil(end time.Duration) {
 		e := w.queue.pop()
 		w.now = e.at
 		w.events++
-		if e.env == nil || e.env.alive() {
-			e.fn()
+		if e.env != nil {
+			if !e.env.alive() {
+				continue
+			}
+			if n := e.env.n; n.paused {
+				// The process is stopped: the handler waits its turn.
+				n.deferred = append(n.deferred, e)
+				continue
+			}
 		}
+		e.fn()
 	}
 	w.now = end
 }

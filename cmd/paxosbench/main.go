@@ -3,18 +3,31 @@
 // client goroutines each propose S-byte values on node 1 in a closed loop.
 //
 //	paxosbench --clients 100 --size 100 --duration 10s
+//	paxosbench --clients 16 --reads 0.9 --read-mode lease   # 90% linearizable reads
 //
-// It prints one RESULT line, the same shape as for the peer libraries.
+// With --reads F each operation is, with probability F, a linearizable
+// read (Node.Read with a nil function: the read is confirmed, nothing is
+// looked up) instead of a proposal. --read-node chooses where reads go:
+// "master" (default) the group's master when the run starts, the one node
+// where --read-mode lease succeeds; "same" the node the client writes
+// through, node 1; "random" a node drawn per read. A lease read off the
+// master fails with ErrNotMaster, counted as an error.
+//
+// It prints one RESULT line, the same shape as for the peer libraries;
+// with --reads above 0 it adds the reads' and the writes' throughput and
+// latencies, each on its own.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -45,20 +58,67 @@ func main() {
 	dir := flag.String("dir", "", "data directory (default: a fresh temporary one)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the measured time to this file")
 	procs := flag.Int("procs", 0, "GOMAXPROCS (0: Go's default, one per core)")
+	reads := flag.Float64("reads", 0, "fraction (0..1) of operations that are linearizable reads instead of proposals")
+	readMode := flag.String("read-mode", "auto", "how reads are confirmed: auto, lease or index")
+	readNode := flag.String("read-node", "master", `where reads go: "master" (the group's master when the run starts), "same" (node 1, where the client writes) or "random" (any node, per read)`)
 	flag.Parse()
+	mode, ok := readModes[*readMode]
+	switch {
+	case flag.NArg() > 0:
+		usageError("unexpected argument %q", flag.Arg(0))
+	case !(*reads >= 0 && *reads <= 1):
+		usageError("--reads must be between 0 and 1, got %v", *reads)
+	case !ok:
+		usageError("--read-mode must be auto, lease or index, got %q", *readMode)
+	case *readNode != "same" && *readNode != "master" && *readNode != "random":
+		usageError(`--read-node must be "same", "master" or "random", got %q`, *readNode)
+	case *clients < 1 || *size < 0 || *groups < 1 || *duration <= 0 || *warmup < 0:
+		usageError("--clients and --groups must be at least 1, --size and --warmup not negative, --duration positive")
+	}
 	if *procs > 0 {
 		// Three nodes' fsyncs block threads that hold Go's Ps; more Ps
 		// than cores keep the loops running meanwhile.
 		runtime.GOMAXPROCS(*procs)
 	}
 	profile = *cpuprofile
-	if err := run(*clients, *size, *duration, *warmup, *groups, *batch, *window, *nosync, *dir); err != nil {
+	w := workload{reads: *reads, mode: mode, readNode: *readNode}
+	if err := run(*clients, *size, *duration, *warmup, *groups, *batch, *window, *nosync, *dir, w); err != nil {
 		fmt.Fprintln(os.Stderr, "paxosbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(clients, size int, duration, warmup time.Duration, groups int, batch bool, window int, nosync bool, dir string) error {
+// usageError prints a flag mistake and exits 2, as the flag package does.
+func usageError(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "paxosbench: "+format+"\n", args...)
+	flag.Usage()
+	os.Exit(2)
+}
+
+// readModes maps --read-mode to the library's modes.
+var readModes = map[string]paxos.ReadMode{"auto": paxos.ReadAuto, "lease": paxos.ReadLease, "index": paxos.ReadIndex}
+
+// workload is the read side of a run.
+type workload struct {
+	reads    float64 // fraction of operations that are reads
+	mode     paxos.ReadMode
+	readNode string // same, master or random
+}
+
+// stat is one operation kind's results over the measured time.
+type stat struct {
+	lat  []time.Duration
+	errs uint64
+}
+
+func (st *stat) pct(p float64) time.Duration {
+	if len(st.lat) == 0 {
+		return 0
+	}
+	return st.lat[min(len(st.lat)-1, int(p*float64(len(st.lat))))]
+}
+
+func run(clients, size int, duration, warmup time.Duration, groups int, batch bool, window int, nosync bool, dir string, wl workload) error {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "paxosbench-")
 		if err != nil {
@@ -88,6 +148,24 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 		nodes = append(nodes, n)
 	}
 	leader := nodes[0]
+	// Reads need a master (a lease, or one to confirm a read index with).
+	masters := make([]*paxos.Node, groups)
+	deadline := time.Now().Add(10 * time.Second)
+	for g := range uint64(groups) {
+		for masters[g] == nil {
+			for _, n := range nodes {
+				if n.IsMaster(g) {
+					masters[g] = n
+				}
+			}
+			if masters[g] == nil {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("group %d has no master after 10 s", g)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
 	value := make([]byte, size)
 	for i := range value {
 		value[i] = byte('a' + i%26)
@@ -96,8 +174,10 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 		measuring atomic.Bool
 		stop      atomic.Bool
 		mu        sync.Mutex
-		lat       []time.Duration
+		lat       []time.Duration // every operation
+		rd, wr    stat            // reads, writes
 		errs      atomic.Uint64
+		readErr   atomic.Value // the last read error, for the report
 		wg        sync.WaitGroup
 	)
 	for c := range clients {
@@ -105,27 +185,58 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 		go func() {
 			defer wg.Done()
 			g := uint64(c % groups)
-			var mine []time.Duration
+			rng := rand.New(rand.NewPCG(uint64(c), 0xbe7c))
+			var mine, reads, writes []time.Duration
+			var readErrs, writeErrs uint64
 			for !stop.Load() {
+				isRead := wl.reads > 0 && rng.Float64() < wl.reads
 				t0 := time.Now()
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				var err error
-				if batch {
+				switch {
+				case isRead:
+					n := leader
+					switch wl.readNode {
+					case "master":
+						n = masters[g]
+					case "random":
+						n = nodes[rng.IntN(len(nodes))]
+					}
+					_, err = n.Read(ctx, g, wl.mode, nil)
+				case batch:
 					_, err = leader.BatchPropose(ctx, g, value, nil)
-				} else {
+				default:
 					_, err = leader.Propose(ctx, g, value, nil)
 				}
 				cancel()
+				d := time.Since(t0)
 				if err != nil {
 					errs.Add(1)
+					if isRead {
+						readErr.Store(err.Error())
+					}
+					if measuring.Load() {
+						if isRead {
+							readErrs++
+						} else {
+							writeErrs++
+						}
+					}
 					continue
 				}
 				if measuring.Load() {
-					mine = append(mine, time.Since(t0))
+					mine = append(mine, d)
+					if isRead {
+						reads = append(reads, d)
+					} else {
+						writes = append(writes, d)
+					}
 				}
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
+			rd.lat, rd.errs = append(rd.lat, reads...), rd.errs+readErrs
+			wr.lat, wr.errs = append(wr.lat, writes...), wr.errs+writeErrs
 			mu.Unlock()
 		}()
 	}
@@ -159,6 +270,8 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	}
 
 	slices.Sort(lat)
+	slices.Sort(rd.lat)
+	slices.Sort(wr.lat)
 	pct := func(p float64) time.Duration {
 		if len(lat) == 0 {
 			return 0
@@ -170,10 +283,34 @@ func run(clients, size int, duration, warmup time.Duration, groups int, batch bo
 	if batch {
 		mode = "batch"
 	}
+	// ops/s and the latencies cover every operation, MB/s the values
+	// written.
 	fmt.Printf("RESULT lib=paxoskit clients=%d size=%d groups=%d ops/s=%.0f MB/s=%.2f p50=%v p99=%v p99.9=%v cpu=%.2fcores fsyncs/s=%.0f mode=%s procs=%d errors=%d\n",
-		clients, size, groups, ops, ops*float64(size)/1e6, pct(0.50).Round(time.Microsecond),
+		clients, size, groups, ops, float64(len(wr.lat))/elapsed.Seconds()*float64(size)/1e6, pct(0.50).Round(time.Microsecond),
 		pct(0.99).Round(time.Microsecond), pct(0.999).Round(time.Microsecond),
 		cpu.Seconds()/elapsed.Seconds(), float64(fs)/elapsed.Seconds(), mode, runtime.GOMAXPROCS(0), errs.Load())
+	if wl.reads > 0 {
+		var ms []string
+		for g, m := range masters {
+			ms = append(ms, fmt.Sprintf("%d:%d", g, m.MyNodeID()))
+		}
+		r := func(st *stat) string {
+			return fmt.Sprintf("ops/s=%.0f p50=%v p99=%v p99.9=%v errors=%d", float64(len(st.lat))/elapsed.Seconds(),
+				st.pct(0.50).Round(time.Microsecond), st.pct(0.99).Round(time.Microsecond), st.pct(0.999).Round(time.Microsecond), st.errs)
+		}
+		fmt.Printf("RESULT reads=%.2f read-mode=%v read-node=%s masters(group:node)=%s\n", wl.reads, wl.mode, wl.readNode, strings.Join(ms, ","))
+		fmt.Printf("RESULT   reads  %s\n", r(&rd))
+		fmt.Printf("RESULT   writes %s\n", r(&wr))
+		var lease, index uint64
+		for _, n := range nodes {
+			st := n.Stats()
+			lease, index = lease+st.LeaseReads, index+st.IndexReads
+		}
+		fmt.Printf("RESULT   reads served by lease %d, by read index %d (all nodes, warmup included)\n", lease, index)
+		if e, ok := readErr.Load().(string); ok {
+			fmt.Printf("RESULT   last read error: %s\n", e)
+		}
+	}
 	return nil
 }
 

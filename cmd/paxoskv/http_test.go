@@ -277,21 +277,85 @@ func TestStaleFlagIsBoolean(t *testing.T) {
 		q     string
 		stale bool
 	}{{"", false}, {"?stale=0", false}, {"?stale=false", false}, {"?stale=f", false},
-		{"?stale=1", true}, {"?stale=true", true}, {"?stale=T", true}} {
-		before := x.s.node.Stats().Proposals
+		{"?stale=1", true}, {"?stale=true", true}, {"?stale=T", true}, {"?stale=0&read=index", false}} {
+		before := x.s.node.Stats()
 		got, ver := x.getValue(t, "/kv/s"+c.q)
-		after := x.s.node.Stats().Proposals
+		after := x.s.node.Stats()
 		if string(got) != "v" || ver != 1 {
 			t.Fatalf("GET%s = %q@%d", c.q, got, ver)
 		}
-		if viaPaxos := after > before; viaPaxos == c.stale {
-			t.Fatalf("GET%s: proposals %d -> %d; want stale=%v", c.q, before, after, c.stale)
+		if after.Proposals != before.Proposals {
+			t.Fatalf("GET%s proposed: proposals %d -> %d", c.q, before.Proposals, after.Proposals)
+		}
+		if linearizable := reads(after) > reads(before); linearizable == c.stale {
+			t.Fatalf("GET%s: linearizable reads %d -> %d; want stale=%v", c.q, reads(before), reads(after), c.stale)
 		}
 	}
-	for _, q := range []string{"?stale=", "?stale", "?stale=yes", "?stale=1&stale=0", "?stael=1"} {
+	for _, q := range []string{"?stale=", "?stale", "?stale=yes", "?stale=1&stale=0", "?stael=1", "?stale=1&read=index"} {
 		resp, body := x.do(t, "GET", "/kv/s"+q, nil)
 		jsonError(t, resp, body, http.StatusBadRequest)
 	}
+}
+
+// reads counts a node's linearizable reads served without a write.
+func reads(s paxos.Stats) uint64 { return s.LeaseReads + s.IndexReads }
+
+// TestReadModes checks that a linearizable GET in each ?read= mode a
+// one-node cluster serves returns what the PUT wrote, that only
+// read=propose goes through Paxos, and that every answer names the master
+// (ReadLease is covered by TestMasterCluster: a one-node cluster has no
+// lease).
+func TestReadModes(t *testing.T) {
+	x := newTestServer(t, 2)
+	resp, body := x.do(t, "PUT", "/kv/m", strings.NewReader("\xffv"))
+	jsonBody(t, resp, body, http.StatusOK)
+	checkMasterHeader(t, resp)
+	for _, q := range []string{"", "?read=auto", "?read=index", "?read=propose"} {
+		before := x.s.node.Stats()
+		got, ver := x.getValue(t, "/kv/m"+q)
+		after := x.s.node.Stats()
+		if string(got) != "\xffv" || ver != 1 {
+			t.Fatalf("GET /kv/m%s = %q@%d, want \"\\xffv\"@1", q, got, ver)
+		}
+		if proposed := after.Proposals > before.Proposals; proposed != (q == "?read=propose") {
+			t.Fatalf("GET /kv/m%s: proposals %d -> %d", q, before.Proposals, after.Proposals)
+		}
+		if read := reads(after) > reads(before); read == (q == "?read=propose") {
+			t.Fatalf("GET /kv/m%s: linearizable reads %d -> %d", q, reads(before), reads(after))
+		}
+		resp, body := x.do(t, "GET", "/kv/missing"+q, nil)
+		jsonError(t, resp, body, http.StatusNotFound)
+		checkMasterHeader(t, resp)
+	}
+	for _, p := range []string{"/status", "/nope"} {
+		resp, _ := x.do(t, "GET", p, nil)
+		checkMasterHeader(t, resp)
+	}
+}
+
+// checkMasterHeader checks that resp names a master, a node id or 0.
+func checkMasterHeader(t *testing.T, resp *http.Response) uint64 {
+	t.Helper()
+	h := resp.Header.Get(masterHeader)
+	m, err := strconv.ParseUint(h, 10, 64)
+	if err != nil {
+		t.Fatalf("%s %s: %s header %q: %v", resp.Request.Method, resp.Request.URL, masterHeader, h, err)
+	}
+	return m
+}
+
+func TestBadReadMode(t *testing.T) {
+	x := newTestServer(t, 1)
+	for _, q := range []string{"?read=", "?read", "?read=Lease", "?read=stale", "?read=auto&read=index", "?stale=true&read=auto"} {
+		resp, body := x.do(t, "GET", "/kv/k"+q, nil)
+		msg := jsonError(t, resp, body, http.StatusBadRequest)
+		checkMasterHeader(t, resp)
+		if !strings.Contains(msg, "read") {
+			t.Fatalf("GET /kv/k%s: error %q does not name the read parameter", q, msg)
+		}
+	}
+	resp, body := x.do(t, "PUT", "/kv/k?read=index", strings.NewReader("v"))
+	jsonError(t, resp, body, http.StatusBadRequest) // reads only
 }
 
 func TestVersionParam(t *testing.T) {
@@ -356,7 +420,8 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("/status: %d groups, want 3: %s", len(groups), body)
 	}
 	g := groups[x.s.groupOf("k")].(map[string]any)
-	for _, f := range []string{"group", "leader", "is_leader", "ballot_counter", "chosen", "executed", "queued", "pending"} {
+	for _, f := range []string{"group", "leader", "is_leader", "ballot_counter", "chosen", "executed", "queued", "pending",
+		"master", "master_version", "is_master"} {
 		if _, ok := g[f]; !ok {
 			t.Fatalf("/status group lacks %q: %s", f, body)
 		}
@@ -365,11 +430,16 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("/status group of key k after a write: %v", g)
 	}
 	stats, _ := m["stats"].(map[string]any)
-	if p, _ := stats["proposals"].(float64); p < 2 { // the readiness read and the PUT
+	if p, _ := stats["proposals"].(float64); p < 1 { // the PUT
 		t.Fatalf("/status stats: %s", body)
 	}
 	if _, ok := stats["env"].(map[string]any)["fsyncs"]; !ok {
 		t.Fatalf("/status stats.env lacks fsyncs: %s", body)
+	}
+	for _, f := range []string{"master_changes", "lease_reads", "index_reads", "no_quorum"} {
+		if _, ok := stats[f].(float64); !ok {
+			t.Fatalf("/status stats lacks %q: %s", f, body)
+		}
 	}
 }
 
@@ -396,13 +466,17 @@ func TestClientGone(t *testing.T) {
 
 func TestStatusMapping(t *testing.T) {
 	for err, want := range map[error]int{
-		paxos.ErrTimeout:                                  http.StatusGatewayTimeout,
-		context.DeadlineExceeded:                          http.StatusGatewayTimeout,
-		fmt.Errorf("x: %w", paxos.ErrValueTooLarge):       http.StatusRequestEntityTooLarge,
-		fmt.Errorf("%w: bad kind", kvsm.ErrBadOp):         http.StatusBadRequest,
-		fmt.Errorf("%w: queue full", paxos.ErrOverloaded): http.StatusServiceUnavailable,
-		paxos.ErrClosed:                                   http.StatusServiceUnavailable,
-		errors.New("other"):                               http.StatusServiceUnavailable,
+		paxos.ErrTimeout:                                     http.StatusGatewayTimeout,
+		context.DeadlineExceeded:                             http.StatusGatewayTimeout,
+		fmt.Errorf("x: %w", paxos.ErrValueTooLarge):          http.StatusRequestEntityTooLarge,
+		fmt.Errorf("%w: bad kind", kvsm.ErrBadOp):            http.StatusBadRequest,
+		fmt.Errorf("%w: queue full", paxos.ErrOverloaded):    http.StatusServiceUnavailable,
+		paxos.ErrClosed:                                      http.StatusServiceUnavailable,
+		fmt.Errorf("%w: group 0", paxos.ErrNoQuorum):         http.StatusServiceUnavailable,
+		&paxos.NotMasterError{Master: paxos.Master{Node: 2}}: http.StatusServiceUnavailable,
+		// Sent, then the majority was lost: the outcome is unknown.
+		fmt.Errorf("%w: %w", paxos.ErrTimeout, paxos.ErrNoQuorum): http.StatusGatewayTimeout,
+		errors.New("other"): http.StatusServiceUnavailable,
 	} {
 		if got := statusOf(err); got != want {
 			t.Errorf("statusOf(%v) = %d, want %d", err, got, want)
@@ -419,12 +493,19 @@ func TestServeFlags(t *testing.T) {
 	for _, extra := range [][]string{
 		{"--groups", "0"}, {"--groups", "-1"}, {"--timeout", "0s"}, {"--timeout", "-1s"},
 		{"--cluster-id", "0"}, {"--id", "2"}, {"--http", "8001"}, {"--peers", "x"}, {"--bogus"}, {"positional"},
+		{"--master-lease", "-1s"}, {"--master-lease", "10ms"}, {"--master-lease", "x"},
+		{"--redirect"}, {"--http-peers", "x"}, {"--http-peers", "2=127.0.0.1:8002"}, {"--http-peers", "1=8001"},
+		{"--http-peers", "1=127.0.0.1:8001,1=127.0.0.1:8001"},
 	} {
 		_, err := parseServe(append(cloneArgs(base), extra...), io.Discard)
 		var fe *flagError
 		if !errors.As(err, &fe) {
 			t.Fatalf("parseServe with %v: %v, want a flag error", extra, err)
 		}
+	}
+	c, err := parseServe(append(cloneArgs(base), "--master-lease", "300ms", "--http-peers", "1=127.0.0.1:8001", "--redirect"), io.Discard)
+	if err != nil || c.masterLease != 300*time.Millisecond || !c.redirect || c.httpPeers[1] != "127.0.0.1:8001" {
+		t.Fatalf("parseServe(lease, http peers, redirect) = %+v, %v", c, err)
 	}
 	if _, err := parseServe([]string{"--groups", "2"}, io.Discard); err == nil {
 		t.Fatalf("parseServe without the required flags succeeded")
@@ -472,9 +553,17 @@ func TestServeExitStatus(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, "--timeout") {
 		t.Fatalf("--timeout 0s: exit %d, stderr %q", code, stderr)
 	}
+	code, _, stderr = run(args("--master-lease", "-1s"))
+	if code != 2 || !strings.Contains(stderr, "--master-lease") {
+		t.Fatalf("--master-lease -1s: exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = run(args("--redirect"))
+	if code != 2 || !strings.Contains(stderr, "--http-peers") {
+		t.Fatalf("--redirect without --http-peers: exit %d, stderr %q", code, stderr)
+	}
 
 	// Record the data directory as cluster 7's, then start it as cluster 8's.
-	stop, err := startNode(nodeConfig{1, paxosAddr, httpAddr, map[uint64]string{1: paxosAddr}, data, 1, time.Second, 7, nil, 0, 0})
+	stop, err := startNode(nodeConfig{id: 1, listen: paxosAddr, http: httpAddr, peers: map[uint64]string{1: paxosAddr}, data: data, groups: 1, timeout: time.Second, clusterID: 7})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +587,7 @@ func TestStartNodeFailureOpensNoHTTP(t *testing.T) {
 	}
 	paxosAddr, httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
 	data := t.TempDir()
-	c := nodeConfig{1, paxosAddr, httpAddr, map[uint64]string{1: paxosAddr}, data, 1, time.Second, 7, nil, 0, 0}
+	c := nodeConfig{id: 1, listen: paxosAddr, http: httpAddr, peers: map[uint64]string{1: paxosAddr}, data: data, groups: 1, timeout: time.Second, clusterID: 7}
 	stop, err := startNode(c)
 	if err != nil {
 		t.Fatal(err)

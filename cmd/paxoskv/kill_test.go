@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paxoskit/paxos"
 	"github.com/paxoskit/paxos/internal/kvsm"
 	"github.com/paxoskit/paxos/linearizability"
 )
@@ -47,7 +51,8 @@ func (p *proc) kill() {
 }
 
 // TestKillNine runs three paxoskv processes, kills one with SIGKILL in the
-// middle of a concurrent workload and restarts it. Writes must go on with
+// middle of a concurrent workload (GETs in every ?read= mode) and restarts
+// it. Writes must go on with
 // two nodes, the restarted node must catch up, every node must end with the
 // same data, and porcupine must accept the client history.
 func TestKillNine(t *testing.T) { killNine(t, nil, false) }
@@ -116,6 +121,8 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 		node3Down atomic.Bool
 		okWhile   atomic.Int64 // successful writes while node 3 was down
 		wg        sync.WaitGroup
+		failMu    sync.Mutex
+		failures  = map[string]int{} // failed requests by kind and reason
 	)
 	for c := range 4 {
 		wg.Add(1)
@@ -140,10 +147,23 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 				default:
 					op.Kind = kvsm.Delete
 				}
+				mode := ""
+				if op.Kind == kvsm.Get {
+					// Every way to read linearizably; read=lease off the
+					// master is refused (503, no effect).
+					mode = []string{"", "index", "lease", "propose"}[rng.IntN(4)]
+				}
 				id := rec.Invoke(c, op, time.Now().UnixNano())
-				res, err := do(hc, p.http, op)
+				res, err := doRead(hc, p.http, op, mode)
 				if err != nil {
-					rec.Unknown(id)
+					failMu.Lock()
+					failures[fmt.Sprintf("%v on node %d: %.60s", op.Kind, p.id, err)]++
+					failMu.Unlock()
+					if neverRan(op, err) {
+						rec.Absent(id)
+					} else {
+						rec.Unknown(id)
+					}
 					continue
 				}
 				rec.Return(id, res, time.Now().UnixNano())
@@ -159,8 +179,50 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 	procs[2].kill()
 	t.Logf("killed node 3 with SIGKILL")
 	time.Sleep(2 * time.Second)
+	if wantInstall {
+		// Node 3 executed at most what the others know chosen once each
+		// group has a master among them (a new master ran phase 1 and
+		// executed its master record above what node 3 left). Keep node
+		// 3 down until they cleaned their logs past that: only a
+		// checkpoint can bring it back then.
+		var reached []uint64
+		deadline := time.Now().Add(30 * time.Second)
+		for reached == nil {
+			sts := []statusReply{nodeStatus(t, hc, procs[0].http), nodeStatus(t, hc, procs[1].http)}
+			mastered := true
+			for i := range sts[0].Groups {
+				mastered = mastered && (sts[0].Groups[i].IsMaster || sts[1].Groups[i].IsMaster)
+			}
+			if mastered {
+				for i := range sts[0].Groups {
+					reached = append(reached, max(sts[0].Groups[i].Chosen, sts[1].Groups[i].Chosen))
+				}
+			} else if time.Now().After(deadline) {
+				t.Fatalf("no master among nodes 1 and 2 in every group 30 s after node 3's kill")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		for cleaned := false; !cleaned; {
+			cleaned = true
+			for _, p := range procs[:2] {
+				for i, g := range nodeStatus(t, hc, p.http).Groups {
+					cleaned = cleaned && g.LogStart > reached[i]+1
+				}
+			}
+			if !cleaned && time.Now().After(deadline) {
+				t.Fatalf("the others did not clean their logs past %v, where node 3 may have stopped, within 30 s", reached)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("node 3 stopped at or below %v; the others' logs start above", reached)
+	}
 	procs[2].start(t, bin)
 	waitReady(t, hc, procs[2].http)
+	if wantInstall {
+		for _, g := range nodeStatus(t, hc, procs[2].http).Groups {
+			t.Logf("node 3 restarted: group %d executed %d, checkpoint %d, log_start %d", g.Group, g.Executed, g.Checkpoint, g.LogStart)
+		}
+	}
 	node3Down.Store(false)
 	t.Logf("restarted node 3")
 	time.Sleep(2 * time.Second)
@@ -171,6 +233,9 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 		t.Fatalf("no write succeeded while node 3 was down")
 	}
 	t.Logf("%d writes succeeded with node 3 down; %d ops recorded", okWhile.Load(), rec.Len())
+	for _, f := range slices.Sorted(maps.Keys(failures)) {
+		t.Logf("failed %d times: %s", failures[f], f)
+	}
 
 	// A last write per key through node 1; then every node must serve the
 	// same state from its local copy once it has caught up.
@@ -206,17 +271,9 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 	}
 
 	if wantInstall {
-		var st statusReply
-		resp, err := hc.Get("http://" + procs[2].http + "/status")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-		}
-		if err != nil {
-			t.Fatalf("status of node 3: %v", err)
-		}
+		st := nodeStatus(t, hc, procs[2].http)
 		if st.Stats.Installs == 0 || st.Stats.SnapBytesRecv == 0 {
-			t.Fatalf("node 3 caught up without installing a checkpoint: %+v", st.Stats)
+			t.Fatalf("node 3 caught up without installing a checkpoint: %+v %+v", st.Stats, st.Groups)
 		}
 		for _, g := range st.Groups {
 			if g.LogStart <= 1 {
@@ -235,6 +292,21 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 	t.Logf("porcupine: %d ops, %d unknown, linearizable", v.Ops, v.Unknown)
 }
 
+// nodeStatus fetches GET /status of the node at addr.
+func nodeStatus(t *testing.T, hc *http.Client, addr string) statusReply {
+	t.Helper()
+	var st statusReply
+	resp, err := hc.Get("http://" + addr + "/status")
+	if err == nil {
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+	}
+	if err != nil {
+		t.Fatalf("status of %s: %v", addr, err)
+	}
+	return st
+}
+
 func waitReady(t *testing.T, hc *http.Client, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -247,13 +319,39 @@ func waitReady(t *testing.T, hc *http.Client, addr string) {
 	t.Fatalf("node at %s never served a linearizable read", addr)
 }
 
+// httpError is an answer of paxoskv other than a result of op.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.msg) }
+
+// neverRan reports whether op, which failed with err, is known to have
+// had no effect: a read never has one, and a write refused with
+// ErrNoQuorum (503) was never started (wrapped in a timeout, a 504, it
+// may have been).
+func neverRan(op kvsm.Op, err error) bool {
+	var he *httpError
+	return op.Kind == kvsm.Get ||
+		errors.As(err, &he) && he.status == http.StatusServiceUnavailable && strings.Contains(he.msg, paxos.ErrNoQuorum.Error())
+}
+
 // do runs op over HTTP and turns the answer into a kvsm.Result; an error
 // means the outcome is unknown.
 func do(hc *http.Client, addr string, op kvsm.Op) (kvsm.Result, error) {
+	return doRead(hc, addr, op, "")
+}
+
+// doRead is do with ?read=mode on a GET, unless mode is "".
+func doRead(hc *http.Client, addr string, op kvsm.Op, mode string) (kvsm.Result, error) {
 	url := "http://" + addr + "/kv/" + op.Key
 	method := map[kvsm.Kind]string{kvsm.Put: "PUT", kvsm.CAS: "PUT", kvsm.Get: "GET", kvsm.Delete: "DELETE"}[op.Kind]
-	if op.Kind == kvsm.CAS {
+	switch {
+	case op.Kind == kvsm.CAS:
 		url += fmt.Sprintf("?version=%d", op.Version)
+	case op.Kind == kvsm.Get && mode != "":
+		url += "?read=" + mode
 	}
 	req, err := http.NewRequestWithContext(context.Background(), method, url, strings.NewReader(op.Value))
 	if err != nil {
@@ -283,7 +381,7 @@ func do(hc *http.Client, addr string, op kvsm.Op) (kvsm.Result, error) {
 		Error       string  `json:"error"`
 	}
 	if err := json.Unmarshal(body, &out); err != nil {
-		return kvsm.Result{}, fmt.Errorf("status %d: %s", resp.StatusCode, body)
+		return kvsm.Result{}, &httpError{resp.StatusCode, string(body)}
 	}
 	res := kvsm.Result{OK: true, Version: out.Version}
 	switch {
@@ -301,7 +399,7 @@ func do(hc *http.Client, addr string, op kvsm.Op) (kvsm.Result, error) {
 			res.Value = string(v)
 		}
 	default:
-		return kvsm.Result{}, fmt.Errorf("status %d: %s", resp.StatusCode, out.Error)
+		return kvsm.Result{}, &httpError{resp.StatusCode, out.Error}
 	}
 	return res, nil
 }

@@ -7,6 +7,12 @@
 //	    --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data /tmp/kv1
 //	paxoskv demo   # three nodes in one process, prints curl commands
 //
+// A linearizable GET is confirmed without a Paxos write: by the master's
+// lease or a read index round (?read=auto, lease or index; ?read=propose
+// keeps the older path through Paxos). Every answer names the master in
+// X-Paxoskv-Master; with --http-peers and --redirect, writes sent to a
+// follower are answered with a 307 to the master.
+//
 // Exit status: 0 after a clean stop (SIGINT, SIGTERM), 1 when the node
 // cannot start (invalid options, identity mismatch, address in use, ...),
 // 2 for bad command-line flags.
@@ -67,7 +73,8 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
-  paxoskv serve --id N --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--listen HOST:PORT] [--groups G] [--timeout D] [--cluster-id C] [-v]
+  paxoskv serve --id N --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--listen HOST:PORT] [--groups G] [--timeout D]
+                [--cluster-id C] [--master-lease D] [--http-peers 1=HOST:PORT,2=... [--redirect]] [-v]
   paxoskv demo [--dir DIR] [--groups G]`)
 	os.Exit(2)
 }
@@ -112,6 +119,12 @@ type nodeConfig struct {
 	// checkpoint and hold are Options.CheckpointInterval and HoldCount
 	// (0: the library defaults).
 	checkpoint, hold int
+	// masterLease is Options.MasterLease (0: the library default).
+	masterLease time.Duration
+	// httpPeers is every node's HTTP address, when known (--http-peers);
+	// redirect answers writes on a follower with a 307 to the master's.
+	httpPeers map[uint64]string
+	redirect  bool
 }
 
 // startNode runs one paxoskv node and then, once the node has started, its
@@ -122,6 +135,10 @@ func startNode(c nodeConfig) (stop func(), err error) {
 		return nil, fmt.Errorf("%w: %d groups, want at least 1", paxos.ErrInvalidOptions, c.groups)
 	}
 	sm := kvsm.New()
+	logger := c.logger
+	if logger == nil {
+		logger = slog.Default()
+	}
 	node, err := real.RunNode(paxos.Options{
 		MyNode:        c.id,
 		ClusterID:     c.clusterID,
@@ -132,6 +149,10 @@ func startNode(c nodeConfig) (stop func(), err error) {
 
 		CheckpointInterval: c.checkpoint,
 		HoldCount:          c.hold,
+		MasterLease:        c.masterLease,
+		OnMasterChange: func(group uint64, m paxos.Master) {
+			logger.Info("master changed", "group", group, "master", m.Node, "version", m.Version)
+		},
 	}, real.Config{Peers: c.peers, ListenAddr: c.listen, DataDir: c.data})
 	if err != nil {
 		return nil, err
@@ -142,7 +163,8 @@ func startNode(c nodeConfig) (stop func(), err error) {
 		return nil, err
 	}
 	srv := &http.Server{
-		Handler:           (&server{node: node, sm: sm, groups: c.groups, timeout: c.timeout}).handler(),
+		Handler: (&server{node: node, sm: sm, groups: c.groups, timeout: c.timeout,
+			httpPeers: c.httpPeers, redirect: c.redirect}).handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	go srv.Serve(ln)
@@ -150,6 +172,7 @@ func startNode(c nodeConfig) (stop func(), err error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
+		ln.Close() // Serve may not have started: then Shutdown did not close it
 		node.Close()
 	}, nil
 }
@@ -170,6 +193,9 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	verbose := fs.Bool("v", false, "debug logging")
 	checkpoint := fs.Int("checkpoint-interval", 0, "instances between two checkpoints of a group (default 10000)")
 	hold := fs.Int("hold-count", 0, "instances of log kept below the newest checkpoint (default 100000; -1 never cleans)")
+	lease := fs.Duration("master-lease", 0, "master lease (default 0: the library's 1s); a new master takes over about this long after the old one dies")
+	httpPeers := fs.String("http-peers", "", "every node's HTTP address: 1=HOST:PORT,2=HOST:PORT,... (optional; needed by --redirect)")
+	redirect := fs.Bool("redirect", false, "answer PUT and DELETE on a follower with 307 to the master's HTTP address (needs --http-peers)")
 	if err := parseFlags(fs, args); err != nil {
 		return nodeConfig{}, err
 	}
@@ -184,6 +210,10 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 		return nodeConfig{}, flagErrorf("--cluster-id must be non-zero")
 	case *checkpoint < 0:
 		return nodeConfig{}, flagErrorf("--checkpoint-interval must not be negative, got %d", *checkpoint)
+	case *lease < 0 || *lease > 0 && *lease < minLease:
+		return nodeConfig{}, flagErrorf("--master-lease must be 0 (the library default) or at least %v, got %v", minLease, *lease)
+	case *redirect && *httpPeers == "":
+		return nodeConfig{}, flagErrorf("--redirect needs --http-peers (the nodes' HTTP addresses)")
 	}
 	if _, _, err := net.SplitHostPort(*httpAddr); err != nil {
 		return nodeConfig{}, flagErrorf("--http %q: %v", *httpAddr, err)
@@ -195,12 +225,44 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	if _, ok := p[*id]; !ok {
 		return nodeConfig{}, flagErrorf("--id %d is not in --peers", *id)
 	}
+	var hp map[uint64]string
+	if *httpPeers != "" {
+		if hp, err = parseHTTPPeers(*httpPeers, p); err != nil {
+			return nodeConfig{}, flagErrorf("--http-peers: %v", err)
+		}
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	return nodeConfig{*id, *listen, *httpAddr, p, *data, *groups, *timeout, *cluster, logger, *checkpoint, *hold}, nil
+	return nodeConfig{
+		id: *id, listen: *listen, http: *httpAddr, peers: p, data: *data, groups: *groups, timeout: *timeout,
+		clusterID: *cluster, logger: logger, checkpoint: *checkpoint, hold: *hold,
+		masterLease: *lease, httpPeers: hp, redirect: *redirect,
+	}, nil
+}
+
+// minLease is the shortest --master-lease: the library's bound, five ticks
+// of its default 10 ms tick.
+const minLease = 50 * time.Millisecond
+
+// parseHTTPPeers parses --http-peers like --peers: ID=HOST:PORT pairs, each
+// id a member of peers.
+func parseHTTPPeers(s string, peers map[uint64]string) (map[uint64]string, error) {
+	hp, err := cli.ParsePeers(s)
+	if err != nil {
+		return nil, err
+	}
+	for id, addr := range hp {
+		if _, ok := peers[id]; !ok {
+			return nil, fmt.Errorf("node %d is not in --peers", id)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("node %d: %v", id, err)
+		}
+	}
+	return hp, nil
 }
 
 func serve(args []string) error {
@@ -269,10 +331,15 @@ func demo(args []string) (err error) {
 			s()
 		}
 	}()
+	httpPeers := map[uint64]string{}
+	for i := range 3 {
+		httpPeers[uint64(i+1)] = fmt.Sprintf("127.0.0.1:%d", ports[3+i])
+	}
 	for i := range 3 {
 		id := uint64(i + 1)
-		stop, err := startNode(nodeConfig{id, peers[id], fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
-			peers, filepath.Join(*dir, fmt.Sprintf("node%d", id)), *groups, 5 * time.Second, clusterID, logger, 0, 0})
+		stop, err := startNode(nodeConfig{id: id, listen: peers[id], http: httpPeers[id], peers: peers,
+			data: filepath.Join(*dir, fmt.Sprintf("node%d", id)), groups: *groups, timeout: 5 * time.Second,
+			clusterID: clusterID, logger: logger, httpPeers: httpPeers})
 		if err != nil {
 			return err
 		}
@@ -287,6 +354,7 @@ func demo(args []string) (err error) {
 Try:
   curl -X PUT --data-binary hello http://127.0.0.1:%d/kv/greeting          # {"version":1}
   curl -i http://127.0.0.1:%d/kv/greeting                                 # raw bytes; version in X-Paxoskv-Version
+  curl -i 'http://127.0.0.1:%d/kv/greeting?read=index'                    # read index round; X-Paxoskv-Master names the master
   curl -X PUT --data-binary bye 'http://127.0.0.1:%d/kv/greeting?version=1' # compare-and-set
   curl -X PUT --data-binary again 'http://127.0.0.1:%d/kv/greeting?version=1' # 409: version is 2 now
   curl 'http://127.0.0.1:%d/kv/greeting?stale=true'                       # local, possibly stale read
@@ -294,7 +362,7 @@ Try:
   curl http://127.0.0.1:%d/status
 
 Ctrl-C stops the cluster.
-`, *dir, peers[1], h1, peers[2], h2, peers[3], h3, h1, h2, h3, h1, h2, h3, h1)
+`, *dir, peers[1], h1, peers[2], h2, peers[3], h3, h1, h2, h3, h3, h1, h2, h3, h1)
 	<-sig
 	signal.Stop(sig) // a second Ctrl-C kills at once
 	return nil

@@ -32,12 +32,21 @@ const (
 // versionHeader carries a key's version on GET answers.
 const versionHeader = "X-Paxoskv-Version"
 
+// masterHeader names, on every answer, the master of the request's group
+// (group 0 for paths without a key) as this node knows it: 0 when unknown.
+const masterHeader = "X-Paxoskv-Master"
+
 // server is the HTTP front of one paxoskv node.
 type server struct {
 	node    *paxos.Node
 	sm      *kvsm.Machine
 	groups  int
 	timeout time.Duration
+	// httpPeers holds the nodes' HTTP addresses (--http-peers), nil when
+	// not given; with redirect, writes on a follower get a 307 to the
+	// master's.
+	httpPeers map[uint64]string
+	redirect  bool
 }
 
 // handler routes the API. Keys are taken literally from the path after
@@ -54,12 +63,14 @@ func (s *server) handler() http.Handler {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	kvNotAllowed := methodNotAllowed("GET, HEAD, PUT, DELETE")
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		k, ok := strings.CutPrefix(r.URL.Path, "/kv/")
+		w := &masterWriter{ResponseWriter: rw, s: s}
 		if !ok {
 			mux.ServeHTTP(w, r)
 			return
 		}
+		w.group = s.groupOf(k)
 		r.SetPathValue("key", k)
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
@@ -73,6 +84,37 @@ func (s *server) handler() http.Handler {
 		}
 	})
 }
+
+// masterWriter sets masterHeader when the answer's header is written, so
+// that it names the master as the node knows it once the request ran.
+type masterWriter struct {
+	http.ResponseWriter
+	s     *server
+	group uint64
+	wrote bool
+}
+
+func (w *masterWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.wrote = true
+		var master uint64
+		if m, err := w.s.node.Master(w.group); err == nil {
+			master = m.Node
+		}
+		w.Header().Set(masterHeader, strconv.FormatUint(master, 10))
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *masterWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *masterWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func methodNotAllowed(allow string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -135,6 +177,9 @@ func (s *server) put(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if s.redirected(w, r, k) {
+		return
+	}
 	op := kvsm.Op{Kind: kvsm.Put, Key: k}
 	if version, given := q["version"]; given {
 		if version == "" {
@@ -182,7 +227,7 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q, ok := query(w, r, "stale")
+	q, ok := query(w, r, "stale", "read")
 	if !ok {
 		return
 	}
@@ -195,12 +240,31 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 		}
 		stale = b
 	}
+	mode := "auto"
+	if m, given := q["read"]; given {
+		if _, known := readModes[m]; !known && m != readPropose {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("read must be auto, lease, index or propose, got %q", m))
+			return
+		}
+		if stale {
+			writeError(w, http.StatusBadRequest, "stale=true is a local read: it takes no read mode")
+			return
+		}
+		mode = m
+	}
 	var res kvsm.Result
-	if stale {
+	switch {
+	case stale:
 		e := s.sm.Lookup(s.groupOf(k), k)
 		res = kvsm.Result{OK: true, Found: e.Exists, Value: e.Value, Version: e.Version}
-	} else if res, ok = s.run(w, r, kvsm.Op{Kind: kvsm.Get, Key: k}); !ok {
-		return
+	case mode == readPropose:
+		if res, ok = s.run(w, r, kvsm.Op{Kind: kvsm.Get, Key: k}); !ok {
+			return
+		}
+	default:
+		if res, ok = s.read(w, r, k, readModes[mode]); !ok {
+			return
+		}
 	}
 	w.Header().Set(versionHeader, strconv.FormatUint(res.Version, 10))
 	if !res.Found {
@@ -223,6 +287,9 @@ func (s *server) del(w http.ResponseWriter, r *http.Request) {
 	if _, ok := query(w, r); !ok {
 		return
 	}
+	if s.redirected(w, r, k) {
+		return
+	}
 	res, ok := s.run(w, r, kvsm.Op{Kind: kvsm.Delete, Key: k})
 	if ok {
 		writeJSON(w, http.StatusOK, map[string]any{"found": res.Found, "version": res.Version})
@@ -243,6 +310,9 @@ type groupStatus struct {
 	MemoryBound   int    `json:"memory_bound"`
 	Queued        int    `json:"queued"`
 	Pending       int    `json:"pending"`
+	Master        uint64 `json:"master"`         // 0: none known
+	MasterVersion uint64 `json:"master_version"` // the instance at which it became master
+	IsMaster      bool   `json:"is_master"`      // this node holds the lease
 }
 
 // nodeStats is paxos.Stats with JSON names.
@@ -266,6 +336,10 @@ type nodeStats struct {
 	SnapAborts    uint64   `json:"snapshot_aborts"`
 	SnapBytesSent uint64   `json:"snapshot_bytes_sent"`
 	SnapBytesRecv uint64   `json:"snapshot_bytes_received"`
+	MasterChanges uint64   `json:"master_changes"`
+	LeaseReads    uint64   `json:"lease_reads"`
+	IndexReads    uint64   `json:"index_reads"`
+	NoQuorum      uint64   `json:"no_quorum"`
 	Env           envStats `json:"env"`
 }
 
@@ -301,6 +375,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 			Chosen: st.Chosen, Executed: st.Executed, LogStart: st.LogStart, Checkpoint: st.Checkpoint,
 			InMemory: st.InMemory, MemoryBound: st.MemoryBound,
 			Queued: st.Queued, Pending: st.Pending,
+			Master: st.Master, MasterVersion: st.MasterVersion, IsMaster: st.IsMaster,
 		})
 	}
 	st := s.node.Stats()
@@ -313,12 +388,58 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 		Checkpoints: st.Checkpoints, CkptErrors: st.CheckpointErrors, Installs: st.Installs,
 		SnapSends: st.SnapSends, SnapRecvs: st.SnapRecvs, SnapAborts: st.SnapAborts,
 		SnapBytesSent: st.SnapBytesSent, SnapBytesRecv: st.SnapBytesRecv,
+		MasterChanges: st.MasterChanges, LeaseReads: st.LeaseReads, IndexReads: st.IndexReads, NoQuorum: st.NoQuorum,
 		Env: envStats{
 			Fsyncs: st.Env.Fsyncs, SendDrops: st.Env.SendDrops, BadFrames: st.Env.BadFrames,
 			ForeignFrames: st.Env.ForeignFrames, StrangerFrames: st.Env.StrangerFrames,
 		},
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// readPropose is ?read=propose: the GET goes through Paxos as a write
+// would (the path before reads without a write, kept to compare).
+const readPropose = "propose"
+
+// readModes maps the other values of ?read= to the library's modes.
+var readModes = map[string]paxos.ReadMode{"auto": paxos.ReadAuto, "lease": paxos.ReadLease, "index": paxos.ReadIndex}
+
+// read looks key up at a linearizable point of its group, confirmed by
+// mode without a Paxos write; on failure it has written the HTTP error and
+// returns false.
+func (s *server) read(w http.ResponseWriter, r *http.Request, key string, mode paxos.ReadMode) (kvsm.Result, bool) {
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+	defer cancel()
+	g := s.groupOf(key)
+	var e kvsm.Entry
+	// fn runs on the node's loop, before Read returns and only on success.
+	if _, err := s.node.Read(ctx, g, mode, func() { e = s.sm.Lookup(g, key) }); err != nil {
+		writeFailure(w, err)
+		return kvsm.Result{}, false
+	}
+	return kvsm.Result{OK: true, Found: e.Exists, Value: e.Value, Version: e.Version}, true
+}
+
+// redirected answers a write on a follower with a 307 to the master's HTTP
+// address when --redirect is on and the master and its address are known,
+// and reports whether it did. Otherwise the write runs here: the library
+// forwards it to the leader.
+func (s *server) redirected(w http.ResponseWriter, r *http.Request, key string) bool {
+	if !s.redirect {
+		return false
+	}
+	m, err := s.node.Master(s.groupOf(key))
+	if err != nil || m.Node == 0 || m.Node == s.node.MyNodeID() {
+		return false
+	}
+	addr, ok := s.httpPeers[m.Node]
+	if !ok {
+		return false
+	}
+	loc := "http://" + addr + r.URL.RequestURI()
+	w.Header().Set("Location", loc)
+	writeJSON(w, http.StatusTemporaryRedirect, map[string]any{"master": m.Node, "location": loc})
+	return true
 }
 
 // run proposes op and waits for its result; on failure it has written the
@@ -349,11 +470,29 @@ func (s *server) run(w http.ResponseWriter, r *http.Request, op kvsm.Op) (kvsm.R
 	return res, true
 }
 
-// statusOf maps a Propose or state machine error to an HTTP status.
+// writeFailure writes the answer to a failed Propose or Read: statusOf's
+// status with {"error": ...}, and for ErrNotMaster the master this node
+// knows of ("master", 0 when none, and "master_version"), so that the
+// client can go there.
+func writeFailure(w http.ResponseWriter, err error) {
+	var nm *paxos.NotMasterError
+	if errors.As(err, &nm) && !errors.Is(err, paxos.ErrTimeout) {
+		writeJSON(w, statusOf(err), map[string]any{"error": err.Error(), "master": nm.Master.Node, "master_version": nm.Master.Version})
+		return
+	}
+	writeError(w, statusOf(err), err.Error())
+}
+
+// statusOf maps a Propose, Read or state machine error to an HTTP status.
+// A timeout comes first: wrapped with ErrNoQuorum it means the write was
+// sent and its outcome is unknown (504), where ErrNoQuorum alone means
+// nothing was started (503).
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, paxos.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
+	case errors.Is(err, paxos.ErrNoQuorum), errors.Is(err, paxos.ErrNotMaster):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, paxos.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, kvsm.ErrBadOp):

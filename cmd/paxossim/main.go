@@ -1,8 +1,11 @@
 // Command paxossim runs the deterministic simulator: sweep many seeds in
 // parallel, or replay one seed with its full event trace.
 //
-//	paxossim sweep --seeds 10000 [--start 1] [--nodes 3|5] [--groups G]
-//	paxossim replay --seed 42 [--nodes K] [--groups G] [--trace] [--html out.html]
+//	paxossim sweep --seeds 10000 [--start 1] [--nodes 3|5] [--groups G] [--canary N] [--drift-beyond F]
+//	paxossim replay --seed 42 [--nodes K] [--groups G] [--canary N] [--drift-beyond F] [--trace] [--html out.html]
+//
+// --drift-beyond F lets the clocks drift by up to F while the nodes are
+// told 0.001: the lease checker must catch it (tests of the checkers only).
 package main
 
 import (
@@ -53,19 +56,21 @@ func tuneGC() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: paxossim sweep --seeds N [--start S] [--nodes 3|5] [--groups G] [--workers W]")
-	fmt.Fprintln(os.Stderr, "       paxossim replay --seed S [--nodes K] [--groups G] [--trace] [--html FILE]")
+	fmt.Fprintln(os.Stderr, "usage: paxossim sweep --seeds N [--start S] [--nodes 3|5] [--groups G] [--workers W] [--canary N] [--drift-beyond F]")
+	fmt.Fprintln(os.Stderr, "       paxossim replay --seed S [--nodes K] [--groups G] [--canary N] [--drift-beyond F] [--trace] [--html FILE]")
 	os.Exit(2)
 }
 
 type common struct {
 	nodes, groups, canary int
+	driftBeyond           float64
 }
 
 func (c *common) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.nodes, "nodes", 0, "cluster size (3 or 5); 0 draws it from the seed")
 	fs.IntVar(&c.groups, "groups", 0, "Paxos groups per node; 0 draws 1 or 2 from the seed")
 	fs.IntVar(&c.canary, "canary", 0, "switch on a deliberately broken protocol variant (tests only)")
+	fs.Float64Var(&c.driftBeyond, "drift-beyond", 0, "clocks drift by up to this much while nodes are told 0.001 (tests only: the lease checker must catch it)")
 }
 
 // check refuses flag values a run cannot use.
@@ -77,6 +82,8 @@ func (c *common) check() error {
 		return fmt.Errorf("--groups %d: want 1 to 64 (or 0 to draw 1 or 2)", c.groups)
 	case c.canary < 0 || c.canary > int(core.CanaryLast):
 		return fmt.Errorf("--canary %d: want 0 to %d", c.canary, core.CanaryLast)
+	case c.driftBeyond < 0 || c.driftBeyond >= 1:
+		return fmt.Errorf("--drift-beyond %v: want 0 to below 1", c.driftBeyond)
 	}
 	return nil
 }
@@ -84,6 +91,9 @@ func (c *common) check() error {
 func (c *common) options(seed uint64) sim.Options {
 	o := sim.Derive(seed, c.nodes, c.groups)
 	o.Canary = core.Canary(c.canary)
+	if c.driftBeyond > 0 {
+		o.ClockDrift, o.DriftBeyondBound = 0.001, c.driftBeyond
+	}
 	return o
 }
 
@@ -97,6 +107,9 @@ func (c *common) flags() string {
 	}
 	if c.canary != 0 {
 		s += fmt.Sprintf(" --canary %d", c.canary)
+	}
+	if c.driftBeyond != 0 {
+		s += fmt.Sprintf(" --drift-beyond %v", c.driftBeyond)
 	}
 	return s
 }

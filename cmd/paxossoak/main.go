@@ -5,9 +5,12 @@
 //
 //	go run ./cmd/paxossoak                                  # 1,000,000 PUTs, then restart and catch-up
 //	go run ./cmd/paxossoak --values 200000 --keys 100000 --catchup 0 --sample 2000
+//	go run ./cmd/paxossoak --values 20000 --read-ratio 0.5 --read-mode index   # under a minute
+//	go run ./cmd/paxossoak --values 20000 --read-ratio 0.5 --kill-master
 //
 // It builds paxoskv (or takes --bin), starts three `paxoskv serve`
-// processes and runs three phases, each ending when its counts are done:
+// processes and runs three phases (four with --kill-master), each ending
+// when its counts are done:
 //
 //   - load: --values PUTs of --size bytes over --keys keys (each key is
 //     overwritten again and again, so the state stays bounded and only the
@@ -17,10 +20,27 @@
 //     prints how long until it answers HTTP (RunNode restored its newest
 //     checkpoint and replayed the log after it), a linearizable GET, and
 //     until it executed as far as the others.
-//   - catchup (--catchup N, 0 skips): kill -9 node 3, write N more values,
-//     start node 3 again while the writers go on, and measure how long it
-//     takes to catch up, whether it did so by checkpoint transfer (and at
-//     what rate) and what the writers saw meanwhile.
+//   - catchup (--catchup N, 0 skips; default 10% of --values): kill -9
+//     node 3, write N more values (once the others have a master, when
+//     node 3 was it), start node 3 again while the writers go on, and
+//     measure how long it takes to catch up, whether it did so by
+//     checkpoint transfer (and at what rate) and what the writers saw
+//     meanwhile.
+//   - kill-master (--kill-master): with the clients sending to the two
+//     other nodes, kill -9 the node /status reports as master of group 0,
+//     and report how long until a PUT sent after the kill succeeds, how
+//     the requests meanwhile ended (ok, 503: refused, nothing done; 504:
+//     timed out, outcome unknown; no HTTP answer) and when /status showed
+//     the new master; then start the killed node again.
+//
+// With --read-ratio F each client request is, with probability F, a GET
+// of a key written earlier instead of a PUT (the phases still count PUTs),
+// in the --read-mode: auto, lease or index (paxoskv's ?read=, reads
+// without a Paxos write), propose (?read=propose: the read goes through
+// Paxos as a write would, the path before lease and read index reads) or
+// stale (?stale=true: a local read). GETs get their own columns and
+// summary lines: ops/s, p50, p99. Lease reads succeed only on the master:
+// give --target master (and --groups 1).
 //
 // Finally every node must hold the same value for --verify keys (stale,
 // local reads once all nodes executed the same log).
@@ -44,7 +64,9 @@
 // was seen, - when neither. RSS is each process's VmRSS; disk is the size
 // of the files of each data directory (goleveldb plus checkpoints);
 // log_start and checkpoint come from /status (with several groups, the
-// lowest over the groups). A node that is down shows "down" or "?".
+// lowest over the groups). A node that is down shows "down" or "?". With
+// --read-ratio the line ends with the interval's GETs: GET/s, p50, p99
+// and how many failed.
 //
 // The load summary gives RSS and disk at the first sample, the middle one
 // and the last: with a bounded state, both should level off rather than
@@ -68,8 +90,10 @@
 // and while it caught up.
 //
 // paxossoak exits 1 with a message starting "paxossoak: FAIL" when a node
-// dies, when more than 1% of a phase's PUTs fail, when a catch-up does not
-// finish within --catchup-timeout or the nodes end with different data. It
+// dies, when more than 1% of a phase's PUTs (or GETs) fail (the
+// kill-master phase excepted), when a catch-up does not finish within
+// --catchup-timeout, writes do not recover within 30 s of the master's
+// kill, or the nodes end with different data. It
 // kills its paxoskv processes on every exit, Ctrl-C included; on a failure
 // it keeps the directory (node logs are DIR/nodeN.log).
 package main
@@ -79,9 +103,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net"
@@ -91,6 +117,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,6 +144,9 @@ type config struct {
 	target         string
 	verify         int
 	catchupTimeout time.Duration
+	readRatio      float64 // fraction of requests that are GETs
+	readMode       string  // auto, lease, index, propose or stale
+	killMaster     bool
 }
 
 func main() {
@@ -133,8 +163,11 @@ func main() {
 	fs.Int64Var(&c.keys, "keys", 10_000, "distinct keys; PUT number i writes key i mod keys")
 	fs.IntVar(&c.clients, "clients", 64, "concurrent HTTP clients")
 	fs.Int64Var(&c.sample, "sample", 0, "print a line every this many PUTs (default: 5% of the phase's PUTs)")
-	fs.Int64Var(&c.catchup, "catchup", 100_000, "PUTs written while node 3 is down (0: skip the catchup phase)")
-	fs.StringVar(&c.target, "target", "1", `where the clients send their PUTs: "1" sends all to node 1 (usually the leader; measured faster here), "all" spreads them over the nodes that are up (followers forward to the leader)`)
+	fs.Int64Var(&c.catchup, "catchup", -1, "PUTs written while node 3 is down (0: skip the catchup phase; default 10% of --values)")
+	fs.StringVar(&c.target, "target", "1", `where the clients send their requests: "1" sends all to node 1 (measured faster here than spreading them), "all" spreads them over the nodes that are up (followers forward writes to the leader), "master" sends all to the master of group 0 at the start of each phase`)
+	fs.Float64Var(&c.readRatio, "read-ratio", 0, "fraction (0 <= F < 1) of requests that are GETs of keys written earlier instead of PUTs")
+	fs.StringVar(&c.readMode, "read-mode", "auto", "how the GETs read: auto, lease, index (without a Paxos write), propose (through Paxos, the old path) or stale (local)")
+	fs.BoolVar(&c.killMaster, "kill-master", false, "add a phase that kills -9 the master under load and measures the failover")
 	fs.IntVar(&c.verify, "verify", 1000, "keys compared across the nodes at the end")
 	fs.DurationVar(&c.catchupTimeout, "catchup-timeout", 5*time.Minute, "fail when node 3 has not caught up this long after its restart")
 	fs.Parse(os.Args[1:])
@@ -154,6 +187,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "paxossoak:", msg)
 		os.Exit(2)
 	}
+	catchupDefault := c.catchup < 0
+	if catchupDefault {
+		c.catchup = c.values / 10
+	}
 
 	// The top lines: the machine and the exact flags.
 	fmt.Printf("paxossoak: machine: %d CPUs (runtime.NumCPU), %s/%s, %s, MemTotal %s\n",
@@ -167,6 +204,8 @@ func main() {
 			v = "(not passed: library default)"
 		case f.Name == "sample" && c.sample == 0:
 			v = "(5% of each phase)"
+		case f.Name == "catchup" && catchupDefault:
+			v = fmt.Sprintf("%d (10%% of --values)", c.catchup)
 		}
 		flags = append(flags, fmt.Sprintf("--%s=%s", f.Name, v))
 	})
@@ -202,14 +241,23 @@ func (c *config) check() string {
 		return "--keys must be at least 1"
 	case c.clients < 1:
 		return "--clients must be at least 1"
-	case c.sample < 0 || c.catchup < 0 || c.verify < 0:
+	case c.sample < 0 || c.catchup < -1 || c.verify < 0:
 		return "--sample, --catchup and --verify must not be negative"
-	case c.target != "all" && c.target != "1":
-		return `--target must be "all" or "1"`
+	case c.target != "all" && c.target != "1" && c.target != "master":
+		return `--target must be "all", "1" or "master"`
+	case !(c.readRatio >= 0 && c.readRatio < 1):
+		return "--read-ratio must be at least 0 and below 1 (the phases count PUTs)"
+	case readQuery[c.readMode] == "":
+		return "--read-mode must be auto, lease, index, propose or stale"
 	case c.timeout <= 0 || c.catchupTimeout <= 0:
 		return "--timeout and --catchup-timeout must be positive"
 	}
 	return ""
+}
+
+// readQuery is the query string of a GET in each --read-mode.
+var readQuery = map[string]string{
+	"auto": "?read=auto", "lease": "?read=lease", "index": "?read=index", "propose": "?read=propose", "stale": "?stale=true",
 }
 
 // sampleEvery returns the PUTs between two sample lines of a phase of n.
@@ -254,6 +302,7 @@ type soak struct {
 	next  atomic.Int64 // number of the next PUT, over all phases
 	limit atomic.Int64 // PUTs numbered from limit on are not started
 	wg    sync.WaitGroup
+	trace atomic.Pointer[tracer] // set during the kill-master phase
 }
 
 func run(c config) (err error) {
@@ -325,6 +374,11 @@ func run(c config) (err error) {
 	}
 	if c.catchup > 0 {
 		if err := s.catchupPhase(); err != nil {
+			return err
+		}
+	}
+	if c.killMaster {
+		if err := s.killMasterPhase(); err != nil {
 			return err
 		}
 	}
@@ -573,12 +627,15 @@ func freePorts(n int) ([]int, error) {
 type status struct {
 	NodeID uint64 `json:"node_id"`
 	Groups []struct {
-		Group      uint64 `json:"group"`
-		Leader     uint64 `json:"leader"`
-		Chosen     uint64 `json:"chosen"`
-		Executed   uint64 `json:"executed"`
-		LogStart   uint64 `json:"log_start"`
-		Checkpoint uint64 `json:"checkpoint"`
+		Group         uint64 `json:"group"`
+		Leader        uint64 `json:"leader"`
+		Chosen        uint64 `json:"chosen"`
+		Executed      uint64 `json:"executed"`
+		LogStart      uint64 `json:"log_start"`
+		Checkpoint    uint64 `json:"checkpoint"`
+		Master        uint64 `json:"master"`
+		MasterVersion uint64 `json:"master_version"`
+		IsMaster      bool   `json:"is_master"`
 	} `json:"groups"`
 	Stats struct {
 		Checkpoints   uint64 `json:"checkpoints"`
@@ -739,9 +796,44 @@ func (s *soak) get(p *proc, key string, stale bool) (string, error) {
 	return "", fmt.Errorf("GET %s on node %d: %d %s", key, p.id, resp.StatusCode, bytes.TrimSpace(body))
 }
 
+// statusError is an HTTP answer other than the one wanted.
+type statusError struct {
+	method, key string
+	code        int
+	body        string
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("%s %s: %d %s", e.method, e.key, e.code, e.body)
+}
+
+// outcome classifies a request's end: "ok", its HTTP status, or "no
+// answer" (connection refused or reset, client timeout).
+func outcome(err error) string {
+	var se *statusError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &se):
+		return strconv.Itoa(se.code)
+	}
+	return "no answer"
+}
+
 // put writes value under key through addr.
 func (s *soak) put(addr, key string, value []byte) error {
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodPut, "http://"+addr+"/kv/"+key, bytes.NewReader(value))
+	return s.do(http.MethodPut, "http://"+addr+"/kv/"+key, key, bytes.NewReader(value), http.StatusOK)
+}
+
+// loadGet reads key through addr in the --read-mode; a 404 (a key not
+// written yet) is an answer like a 200.
+func (s *soak) loadGet(addr, key string) error {
+	return s.do(http.MethodGet, "http://"+addr+"/kv/"+key+readQuery[s.cfg.readMode], key, nil, http.StatusOK, http.StatusNotFound)
+}
+
+// do sends one request of the clients and reads the answer.
+func (s *soak) do(method, url, key string, body io.Reader, ok ...int) error {
+	req, err := http.NewRequestWithContext(s.ctx, method, url, body)
 	if err != nil {
 		return err
 	}
@@ -749,13 +841,13 @@ func (s *soak) put(addr, key string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	body, err := io.ReadAll(resp.Body) // all of it, so the connection is reused
+	b, err := io.ReadAll(resp.Body) // all of it, so the connection is reused
 	resp.Body.Close()
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("PUT %s: %d %s", key, resp.StatusCode, bytes.TrimSpace(body))
+	if !slices.Contains(ok, resp.StatusCode) {
+		return &statusError{method, key, resp.StatusCode, string(bytes.TrimSpace(b))}
 	}
 	return nil
 }
@@ -782,6 +874,18 @@ func (s *soak) startLoad(n int64, targets []*proc) {
 			defer s.wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			for s.ctx.Err() == nil {
+				if s.cfg.readRatio > 0 && rng.Float64() < s.cfg.readRatio {
+					next := s.next.Load()
+					if next >= s.limit.Load() {
+						return
+					}
+					key := keyName(rng.Int64N(max(min(next, s.cfg.keys), 1)))
+					t0 := time.Now()
+					err := s.loadGet(addr, key)
+					s.rec.addGet(time.Since(t0), err)
+					s.traced(true, t0, err)
+					continue
+				}
 				i := s.next.Add(1) - 1
 				if i >= s.limit.Load() {
 					return
@@ -797,6 +901,7 @@ func (s *soak) startLoad(n int64, targets []*proc) {
 				t0 := time.Now()
 				err := s.put(addr, keyName(i%s.cfg.keys), v)
 				s.rec.add(time.Since(t0), err)
+				s.traced(false, t0, err)
 			}
 		}()
 	}
@@ -808,26 +913,81 @@ func (s *soak) stopLoad() {
 	s.wg.Wait()
 }
 
-// targets returns the nodes the writers use, leaving out down.
-func (s *soak) targets(down *proc) []*proc {
-	if s.cfg.target == "1" {
-		return s.procs[:1]
-	}
-	var t []*proc
-	for _, p := range s.procs {
-		if p != down {
-			t = append(t, p)
+// targets returns the nodes the clients use, leaving out down: with
+// --target master, the master of group 0 now.
+func (s *soak) targets(down *proc) ([]*proc, error) {
+	switch s.cfg.target {
+	case "1":
+		return s.procs[:1], nil
+	case "master":
+		m, _, err := s.findMaster(targetsExcept(s.procs, down), 10*time.Second)
+		if err != nil {
+			return nil, err
 		}
+		return []*proc{m}, nil
 	}
-	return t
+	return targetsExcept(s.procs, down), nil
 }
 
-// checkErrors fails when more than 1% of the phase's PUTs failed (looked
-// at once 1,000 PUTs ended, or at the end of the phase).
+// findMaster waits until one of ps reports in /status that it is the
+// master of group 0, and returns it and its master version.
+func (s *soak) findMaster(ps []*proc, limit time.Duration) (*proc, uint64, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		for _, p := range ps {
+			if st, err := s.status(p); err == nil && len(st.Groups) > 0 && st.Groups[0].IsMaster {
+				return p, st.Groups[0].MasterVersion, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("no node of %s reported itself master of group 0 within %s", targetNames(ps), limit)
+		}
+		if err := s.sleep(10 * time.Millisecond); err != nil {
+			return nil, 0, err
+		}
+	}
+}
+
+// waitMasters waits until every group has a master among ps.
+func (s *soak) waitMasters(ps []*proc, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		sts, err := s.statuses(ps)
+		if err != nil {
+			return err
+		}
+		missing := 0
+		for g := range s.cfg.groups {
+			found := false
+			for _, st := range sts {
+				found = found || g < len(st.Groups) && st.Groups[g].IsMaster
+			}
+			if !found {
+				missing++
+			}
+		}
+		if missing == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d groups have no master among %s after %s", missing, targetNames(ps), limit)
+		}
+		if err := s.sleep(10 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// checkErrors fails when more than 1% of the phase's PUTs, or of its GETs,
+// failed (looked at once 1,000 ended, or at the end of the phase).
 func (s *soak) checkErrors(phase string, end bool) error {
 	done, errs, last := s.rec.counts()
 	if (done >= 1000 || end) && errs*100 > done {
 		return fmt.Errorf("%s: %d of %d PUTs failed (more than 1%%); last error: %s", phase, errs, done, last)
+	}
+	gets, gErrs, last := s.rec.getCounts()
+	if (gets >= 1000 || end) && gErrs*100 > gets {
+		return fmt.Errorf("%s: %d of %d GETs (--read-mode %s) failed (more than 1%%); last error: %s", phase, gErrs, gets, s.cfg.readMode, last)
 	}
 	return nil
 }
@@ -886,9 +1046,20 @@ func ckptDelta(prev, cur sample, i int) int64 {
 
 const rowHeader = "phase         time      PUTs  ops/s  p50ms  p99ms   maxms errs ldr ckpt 1 2 3  RSS MiB 1 2 3 disk MiB 1 2 3 log_start 1 2 3 | checkpoint 1 2 3"
 
+// getHeader ends rowHeader with --read-ratio: the GETs of the interval.
+const getHeader = " | GET/s  p50ms  p99ms errs"
+
+// header returns the sample lines' header.
+func (s *soak) header() string {
+	if s.cfg.readRatio > 0 {
+		return rowHeader + getHeader
+	}
+	return rowHeader
+}
+
 // printRow prints a sample line and reports whether a checkpoint was
 // committed or being written on any node during the window.
-func printRow(phase string, begin time.Time, w window, prev, cur sample) (withCkpt bool) {
+func printRow(phase string, begin time.Time, w window, prev, cur sample, gets bool) (withCkpt bool) {
 	l := sorted(w.lats)
 	var ck, rs, dk, ls, cp []string
 	leader := "?"
@@ -918,9 +1089,14 @@ func printRow(phase string, begin time.Time, w window, prev, cur sample) (withCk
 		ls = append(ls, strconv.FormatUint(n.st.logStart(), 10))
 		cp = append(cp, strconv.FormatUint(n.st.checkpoint(), 10))
 	}
-	fmt.Printf("%-9s %6.1fs %9d %6.0f %6s %6s %7s %4d %3s %-10s %s %s %s | %s\n",
+	getCols := ""
+	if gets {
+		g := sorted(w.gLats)
+		getCols = fmt.Sprintf(" | %5.0f %6s %6s %4d", w.getsPerSec(), ms(g.pct(50)), ms(g.pct(99)), w.gErrs)
+	}
+	fmt.Printf("%-9s %6.1fs %9d %6.0f %6s %6s %7s %4d %3s %-10s %s %s %s | %s%s\n",
 		phase, w.end.Sub(begin).Seconds(), w.doneAt, w.opsPerSec(), ms(l.pct(50)), ms(l.pct(99)), ms(l.max()), w.errs, leader,
-		strings.Join(ck, " "), strings.Join(rs, ""), strings.Join(dk, ""), strings.Join(ls, " "), strings.Join(cp, " "))
+		strings.Join(ck, " "), strings.Join(rs, ""), strings.Join(dk, ""), strings.Join(ls, " "), strings.Join(cp, " "), getCols)
 	return withCkpt
 }
 
@@ -944,7 +1120,7 @@ func (s *soak) samplesUntil(phase string, n int64, prev sample, out *sampled) er
 		case w := <-s.rec.cuts:
 			cur := s.takeSample()
 			cur.done = w.doneAt
-			if printRow(phase, begin, w, prev, cur) {
+			if printRow(phase, begin, w, prev, cur, s.cfg.readRatio > 0) {
 				out.with.merge(w)
 				out.nWith++
 			} else {
@@ -971,14 +1147,18 @@ func (s *soak) samplesUntil(phase string, n int64, prev sample, out *sampled) er
 func (s *soak) loadPhase() error {
 	n := s.cfg.values
 	every := s.cfg.sampleEvery(n)
-	fmt.Printf("\n== load: %d PUTs of %d bytes over %d keys, %d clients to %s; a line every %d PUTs\n",
-		n, s.cfg.size, s.cfg.keys, s.cfg.clients, targetNames(s.targets(nil)), every)
-	fmt.Println(rowHeader)
+	targets, err := s.targets(nil)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n== load: %d PUTs of %d bytes over %d keys, %d clients to %s%s; a line every %d PUTs\n",
+		n, s.cfg.size, s.cfg.keys, s.cfg.clients, targetNames(targets), s.getsNote(), every)
+	fmt.Println(s.header())
 	s.rec.reset(every, n)
 	prev := s.takeSample()
-	s.startLoad(n, s.targets(nil))
+	s.startLoad(n, targets)
 	var out sampled
-	err := s.samplesUntil("load", n, prev, &out)
+	err = s.samplesUntil("load", n, prev, &out)
 	s.stopLoad()
 	if err != nil {
 		return err
@@ -987,6 +1167,12 @@ func (s *soak) loadPhase() error {
 	fmt.Printf("load: %d PUTs in %.1f s = %.0f ops/s, %d failed; p50 %s ms, p99 %s ms, max %s ms\n",
 		out.all.ops, out.all.dur.Seconds(), out.all.opsPerSec(), out.all.errs,
 		ms(all.pct(50)), ms(all.pct(99)), ms(all.max()))
+	if s.cfg.readRatio > 0 {
+		g := sorted(out.all.gLats)
+		fmt.Printf("load: %d GETs (--read-mode %s) in %.1f s = %.0f ops/s, %d failed; p50 %s ms, p99 %s ms, max %s ms\n",
+			out.all.gets, s.cfg.readMode, out.all.dur.Seconds(), out.all.getsPerSec(), out.all.gErrs,
+			ms(g.pct(50)), ms(g.pct(99)), ms(g.max()))
+	}
 	for _, c := range []struct {
 		name string
 		w    window
@@ -1084,8 +1270,7 @@ func (s *soak) catchupPhase() error {
 	n := s.cfg.catchup
 	every := s.cfg.sampleEvery(n)
 	p := s.procs[2]
-	targets := s.targets(p)
-	fmt.Printf("\n== catchup: kill -9 node 3, %d PUTs to %s, start node 3 with the writers going on\n", n, targetNames(targets))
+	fmt.Printf("\n== catchup: kill -9 node 3, %d PUTs%s, start node 3 with the writers going on\n", n, s.getsNote())
 	base := map[*proc]*status{}
 	for _, o := range s.procs {
 		st, err := s.status(o)
@@ -1096,7 +1281,28 @@ func (s *soak) catchupPhase() error {
 	}
 	p.kill()
 	fmt.Printf("catchup: node 3 killed at executed %d (checkpoint %d)\n", base[p].executedSum(), base[p].checkpoint())
-	fmt.Println(rowHeader)
+	// Until the others elect a new master, they refuse writes (503): the
+	// kill-master phase measures that, this one the catch-up.
+	var mastered []string
+	for _, g := range base[p].Groups {
+		if g.IsMaster {
+			mastered = append(mastered, strconv.FormatUint(g.Group, 10))
+		}
+	}
+	if len(mastered) > 0 {
+		t0 := time.Now()
+		if err := s.waitMasters(targetsExcept(s.procs, p), 30*time.Second); err != nil {
+			return err
+		}
+		fmt.Printf("catchup: node 3 was master of group %s; the others had a new master %s after the kill\n",
+			strings.Join(mastered, ","), time.Since(t0).Round(time.Millisecond))
+	}
+	targets, err := s.targets(p) // after the kill: node 3 may have been the master
+	if err != nil {
+		return err
+	}
+	fmt.Printf("catchup: clients to %s\n", targetNames(targets))
+	fmt.Println(s.header())
 	s.rec.reset(every, n)
 	prev := s.takeSample()
 	s.startLoad(-1, targets)
@@ -1342,4 +1548,187 @@ func targetNames(ps []*proc) string {
 		names = append(names, strconv.Itoa(p.id))
 	}
 	return "node " + strings.Join(names, ",")
+}
+
+// getsNote describes the GETs of the clients, "" without --read-ratio.
+func (s *soak) getsNote() string {
+	if s.cfg.readRatio == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", each request a GET (%s) with probability %.2f", readQuery[s.cfg.readMode], s.cfg.readRatio)
+}
+
+// ---- kill-master ----
+
+// opTrace is one request of the kill-master phase.
+type opTrace struct {
+	get        bool
+	start, end time.Time
+	outcome    string // see outcome
+}
+
+// tracer collects the requests of the kill-master phase.
+type tracer struct {
+	mu  sync.Mutex
+	ops []opTrace
+}
+
+// traced records a request in the tracer, when one is set.
+func (s *soak) traced(get bool, start time.Time, err error) {
+	tr := s.trace.Load()
+	if tr == nil {
+		return
+	}
+	op := opTrace{get: get, start: start, end: time.Now(), outcome: outcome(err)}
+	tr.mu.Lock()
+	tr.ops = append(tr.ops, op)
+	tr.mu.Unlock()
+}
+
+// snapshot returns the requests recorded so far.
+func (tr *tracer) snapshot() []opTrace {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.ops)
+}
+
+// firstOK returns the end of the first request of the kind (GET or PUT)
+// sent at or after t that succeeded, and false if none has yet.
+func firstOK(ops []opTrace, get bool, t time.Time) (time.Time, bool) {
+	var first time.Time
+	for _, op := range ops {
+		if op.get == get && op.outcome == "ok" && !op.start.Before(t) && (first.IsZero() || op.end.Before(first)) {
+			first = op.end
+		}
+	}
+	return first, !first.IsZero()
+}
+
+// killMasterPhase kills -9 the master of group 0 with the clients sending
+// to the two other nodes, and measures the failover as they see it: when
+// a request sent after the kill succeeds again and how the requests that
+// ended meanwhile ended. Then it starts the killed node again.
+func (s *soak) killMasterPhase() error {
+	m, version, err := s.findMaster(s.procs, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	survivors := targetsExcept(s.procs, m)
+	fmt.Printf("\n== kill-master: node %d is master of group 0 (version %d); clients to %s%s; kill -9 node %d after 1 s\n",
+		m.id, version, targetNames(survivors), s.getsNote(), m.id)
+	tr := &tracer{}
+	s.trace.Store(tr)
+	defer s.trace.Store(nil)
+	s.rec.reset(0, 0)
+	s.startLoad(-1, survivors)
+	defer s.stopLoad()
+	if err := s.sleep(time.Second); err != nil {
+		return err
+	}
+	before := s.rec.cut()
+	m.kill()
+	killed := time.Now()
+
+	// Until a PUT (and a GET) sent after the kill succeeded, and /status
+	// names a new master; then one more second of load.
+	var (
+		putOK, getOK time.Time
+		newMaster    *proc
+		newVersion   uint64
+		masterAt     time.Duration
+		deadline     = killed.Add(30 * time.Second)
+	)
+	for {
+		ops := tr.snapshot()
+		if putOK.IsZero() {
+			putOK, _ = firstOK(ops, false, killed)
+		}
+		if getOK.IsZero() && s.cfg.readRatio > 0 {
+			getOK, _ = firstOK(ops, true, killed)
+		}
+		if newMaster == nil {
+			for _, p := range survivors {
+				if st, err := s.status(p); err == nil && len(st.Groups) > 0 && st.Groups[0].IsMaster {
+					newMaster, newVersion, masterAt = p, st.Groups[0].MasterVersion, time.Since(killed)
+				}
+			}
+		}
+		if !putOK.IsZero() && (s.cfg.readRatio == 0 || !getOK.IsZero()) && newMaster != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kill-master: 30 s after the kill: first PUT ok %v, first GET ok %v, new master %v",
+				!putOK.IsZero(), !getOK.IsZero(), newMaster != nil)
+		}
+		if err := s.sleep(10 * time.Millisecond); err != nil {
+			return err
+		}
+	}
+	if err := s.sleep(time.Second); err != nil {
+		return err
+	}
+	after := s.rec.cut()
+	s.stopLoad()
+	s.trace.Store(nil)
+	ops := tr.snapshot()
+
+	fmt.Printf("kill-master: /status of node %d showed it master (version %d, was %d) %s after the kill\n",
+		newMaster.id, newVersion, version, masterAt.Round(time.Millisecond))
+	for _, kind := range []struct {
+		get  bool
+		name string
+		ok   time.Time
+	}{{false, "PUT", putOK}, {true, "GET", getOK}} {
+		if kind.get && s.cfg.readRatio == 0 {
+			continue
+		}
+		// The last success before the kill, and how the requests that
+		// ended from the kill to the first success after it ended.
+		var lastOK time.Time
+		counts := map[string]int{}
+		for _, op := range ops {
+			if op.get != kind.get {
+				continue
+			}
+			if op.outcome == "ok" && !op.end.After(killed) && op.end.After(lastOK) {
+				lastOK = op.end
+			}
+			if op.end.After(killed) && !op.end.After(kind.ok) {
+				counts[op.outcome]++
+			}
+		}
+		var parts []string
+		for _, o := range []string{"ok", "503", "504", "no answer"} {
+			parts = append(parts, fmt.Sprintf("%s %d", o, counts[o]))
+			delete(counts, o)
+		}
+		for _, o := range slices.Sorted(maps.Keys(counts)) {
+			parts = append(parts, fmt.Sprintf("%s %d", o, counts[o]))
+		}
+		fmt.Printf("kill-master: %ss succeed again %s after the kill (the first one sent after it ended then); %s without a success (from the last one before the kill)\n",
+			kind.name, kind.ok.Sub(killed).Round(time.Millisecond), kind.ok.Sub(lastOK).Round(time.Millisecond))
+		fmt.Printf("kill-master: %ss that ended from the kill to then: %s (503: refused, not done; 504: timed out, outcome unknown)\n",
+			kind.name, strings.Join(parts, ", "))
+	}
+	for _, c := range []struct {
+		name string
+		w    window
+	}{{"in the second before the kill", before}, {"from the kill to one second after recovery", after}} {
+		l, g := sorted(c.w.lats), sorted(c.w.gLats)
+		fmt.Printf("kill-master: %-44s PUTs %5.0f ops/s p50 %s p99 %s ms, %d failed", c.name+":", c.w.opsPerSec(), ms(l.pct(50)), ms(l.pct(99)), c.w.errs)
+		if s.cfg.readRatio > 0 {
+			fmt.Printf("; GETs %5.0f ops/s p50 %s p99 %s ms, %d failed", c.w.getsPerSec(), ms(g.pct(50)), ms(g.pct(99)), c.w.gErrs)
+		}
+		fmt.Println()
+	}
+
+	t0, err := m.start(s.fail)
+	if err != nil {
+		return err
+	}
+	if err := s.waitServing(m, 30*time.Second); err != nil {
+		return err
+	}
+	fmt.Printf("kill-master: node %d started again, serving a linearizable GET %s after its start\n", m.id, time.Since(t0).Round(time.Millisecond))
+	return nil
 }

@@ -13,15 +13,17 @@ import (
 	"time"
 )
 
-// window is what the writers did over one interval: every PUT that ended
+// window is what the clients did over one interval: every PUT that ended
 // in it, its latency (failed PUTs included: a writer waited for them too)
-// and how many failed.
+// and how many failed; the same for the GETs (--read-ratio).
 type window struct {
-	start, end time.Time
-	dur        time.Duration // end - start, or the sum of the merged windows'
-	ops, errs  int64
-	lats       []time.Duration
-	doneAt     int64 // PUTs of the phase ended when the window closed
+	start, end  time.Time
+	dur         time.Duration // end - start, or the sum of the merged windows'
+	ops, errs   int64
+	lats        []time.Duration
+	gets, gErrs int64
+	gLats       []time.Duration
+	doneAt      int64 // PUTs of the phase ended when the window closed
 }
 
 func (w window) opsPerSec() float64 {
@@ -29,6 +31,13 @@ func (w window) opsPerSec() float64 {
 		return 0
 	}
 	return float64(w.ops) / w.dur.Seconds()
+}
+
+func (w window) getsPerSec() float64 {
+	if w.dur <= 0 {
+		return 0
+	}
+	return float64(w.gets) / w.dur.Seconds()
 }
 
 // merge adds o to w: w then covers both (which need not be contiguous).
@@ -43,6 +52,9 @@ func (w *window) merge(o window) {
 	w.ops += o.ops
 	w.errs += o.errs
 	w.lats = append(w.lats, o.lats...)
+	w.gets += o.gets
+	w.gErrs += o.gErrs
+	w.gLats = append(w.gLats, o.gLats...)
 	w.doneAt = max(w.doneAt, o.doneAt)
 }
 
@@ -91,9 +103,12 @@ type recorder struct {
 	win     window
 	done    int64 // PUTs of the phase that ended
 	errs    int64 // of which failed
+	gets    int64 // GETs of the phase that ended
+	gErrs   int64 // of which failed
 	every   int64
 	mark    int64
 	lastErr string
+	lastGet string // the last failed GET's error
 	cuts    chan window
 }
 
@@ -105,6 +120,7 @@ func (r *recorder) reset(every, mark int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done, r.errs, r.every, r.mark, r.lastErr = 0, 0, every, mark, ""
+	r.gets, r.gErrs, r.lastGet = 0, 0, ""
 	r.win = window{start: time.Now()}
 }
 
@@ -136,6 +152,20 @@ func (r *recorder) add(d time.Duration, err error) {
 	}
 }
 
+// addGet records a GET; GETs never cut a window.
+func (r *recorder) addGet(d time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gets++
+	r.win.gets++
+	r.win.gLats = append(r.win.gLats, d)
+	if err != nil {
+		r.gErrs++
+		r.win.gErrs++
+		r.lastGet = err.Error()
+	}
+}
+
 // cut closes the current window and returns it.
 func (r *recorder) cut() window {
 	r.mu.Lock()
@@ -147,7 +177,7 @@ func (r *recorder) cutLocked() window {
 	now := time.Now()
 	w := r.win
 	w.end, w.dur, w.doneAt = now, now.Sub(w.start), r.done
-	r.win = window{start: now, lats: make([]time.Duration, 0, cap(w.lats))}
+	r.win = window{start: now, lats: make([]time.Duration, 0, cap(w.lats)), gLats: make([]time.Duration, 0, cap(w.gLats))}
 	return w
 }
 
@@ -157,6 +187,13 @@ func (r *recorder) counts() (done, errs int64, lastErr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.done, r.errs, r.lastErr
+}
+
+// getCounts is counts for the GETs.
+func (r *recorder) getCounts() (done, errs int64, lastErr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gets, r.gErrs, r.lastGet
 }
 
 // rss returns a process's resident set size in bytes (VmRSS of

@@ -548,7 +548,8 @@ type Message struct {
 	Crc      uint32 `protobuf:"varint,16,opt,name=crc,proto3" json:"crc,omitempty"` // CRC-32C of data
 	Last     bool   `protobuf:"varint,17,opt,name=last,proto3" json:"last,omitempty"`
 	// seq numbers a leader's heartbeats (acked by HEARTBEAT_ACK) and read
-	// index requests.
+	// index requests; on a REJECT of a PREPARE, 1 means refused for a lease
+	// the sender granted the leader of ballot.
 	Seq uint64 `protobuf:"varint,18,opt,name=seq,proto3" json:"seq,omitempty"`
 	// lease_us is the lease a heartbeat asks for, in microseconds: the
 	// receiver grants it, refusing other proposers' prepares meanwhile.
