@@ -420,8 +420,10 @@ func (n *Node) startRead(gid uint64, mode ReadMode, fn func(ReadInfo, error), ti
 		fn(ReadInfo{}, n.notMaster(g))
 		return
 	}
+	// Unique across incarnations (the boot is): a late answer to a read
+	// of an earlier incarnation must not confirm this one (seed 6327).
 	ms.readSeq++
-	r.id = ms.readSeq
+	r.id = g.core.Boot()<<32 | ms.readSeq&(1<<32-1)
 	if ms.reads == nil {
 		ms.reads = map[uint64]*read{}
 	}

@@ -89,8 +89,7 @@ func hasValue(es []execRec, v string) bool {
 // record), through Master, Status and OnMasterChange.
 func TestMasterElected(t *testing.T) {
 	changes := map[uint64][]paxos.Master{}
-	var c *cluster
-	c = newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) {
+	c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) {
 		id := o.MyNode
 		o.OnMasterChange = func(g uint64, m paxos.Master) { changes[id] = append(changes[id], m) }
 	})

@@ -14,6 +14,7 @@ var regressions = []struct {
 	{1430, 3, "the simulator itself: a node closed just before healing was left down (heal skipped it)"},
 	{408, 0, "a value bound to an instance by a leader deposed by a rejoining node (whose phase-1 quorum missed that instance) stayed undecided while the cluster was idle"},
 	{986, 0, "the same stuck bound value, after a minority rejoined as the clients stopped"},
+	{6327, 3, "a late answer to a read index request of an earlier incarnation confirmed a read of the restarted node (read ids now carry the boot)"},
 }
 
 func TestSimRegressions(t *testing.T) {

@@ -38,9 +38,9 @@ import (
 // otherwise.
 const clusterID = 0xe1ec
 
-// minLease is the shortest --lease: the library's bound, five ticks of
+// minLease is the shortest --lease: the library's bound, ten ticks of
 // its default 10 ms tick.
-const minLease = 50 * time.Millisecond
+const minLease = 100 * time.Millisecond
 
 func main() {
 	var err error

@@ -243,9 +243,9 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	}, nil
 }
 
-// minLease is the shortest --master-lease: the library's bound, five ticks
+// minLease is the shortest --master-lease: the library's bound, ten ticks
 // of its default 10 ms tick.
-const minLease = 50 * time.Millisecond
+const minLease = 100 * time.Millisecond
 
 // parseHTTPPeers parses --http-peers like --peers: ID=HOST:PORT pairs, each
 // id a member of peers.
