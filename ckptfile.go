@@ -161,6 +161,20 @@ func (c *ckptReader) full(p []byte) error {
 	return nil
 }
 
+// drain reads the frames left up to the trailer, checking them, and
+// returns the first problem (nil if the rest is sound).
+func (c *ckptReader) drain() error {
+	for {
+		kind, _, err := c.next()
+		if err != nil {
+			return err
+		}
+		if kind == 'Z' {
+			return nil
+		}
+	}
+}
+
 // next reads one frame; its payload is valid until the next call.
 func (c *ckptReader) next() (byte, []byte, error) {
 	crc, size := c.crc, c.size
@@ -262,6 +276,12 @@ func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, res
 	for _, sm := range sms {
 		c.kind, c.data = 0, nil
 		if err := restore(sm, c); err != nil {
+			// A damaged frame kind (D read as E: a frame's checksum does
+			// not cover its kind) reaches the machine as a short stream;
+			// the trailer, which covers every byte, tells.
+			if bad := c.drain(); bad != nil {
+				return nil, fmt.Errorf("%w (state machine %d: %v)", bad, sm.SMID(), err)
+			}
 			return nil, fmt.Errorf("state machine %d: %w", sm.SMID(), err)
 		}
 		if _, err := io.Copy(io.Discard, c); err != nil {

@@ -146,3 +146,38 @@ func TestCheckpointRestoreError(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// strictSM fails its restore when it gets fewer bytes than it expects, as
+// a machine that parses its checkpoint would.
+type strictSM struct {
+	memSM
+	want int
+}
+
+func (m *strictSM) RestoreCheckpoint(group, instance uint64, r io.Reader) error {
+	if err := m.memSM.RestoreCheckpoint(group, instance, r); err != nil {
+		return err
+	}
+	if len(m.state) < m.want {
+		return fmt.Errorf("truncated: %d bytes of %d", len(m.state), m.want)
+	}
+	return nil
+}
+
+// TestCheckpointKindFlip: a frame's checksum does not cover its kind, so a
+// data frame flipped to an end frame ('D' to 'E', one bit) reaches the
+// machine as a short stream; the restore must still fail with
+// ErrBadCheckpoint, not only with the machine's error (sim seed 638/5).
+func TestCheckpointKindFlip(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789"), ckptFrameSize/5)
+	data := checkpointOf(t, []Checkpointer{&memSM{id: 1, state: big}, &memSM{id: 2, state: []byte("small")}})
+	off := len(ckptMagic) + (ckptHeader + 28) + (ckptHeader + 52) // magic, header and marks frames
+	if data[off] != 'D' {
+		t.Fatalf("byte %d is %q, want the first data frame", off, data[off])
+	}
+	data[off] = 'E'
+	err := restoreInto(data, 3, 77, []Checkpointer{&strictSM{memSM{id: 1}, len(big)}, &memSM{id: 2}})
+	if !errors.Is(err, ErrBadCheckpoint) {
+		t.Fatalf("restore of a checkpoint with a data frame turned end frame: %v, want ErrBadCheckpoint", err)
+	}
+}

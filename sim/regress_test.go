@@ -15,6 +15,7 @@ var regressions = []struct {
 	{408, 0, "a value bound to an instance by a leader deposed by a rejoining node (whose phase-1 quorum missed that instance) stayed undecided while the cluster was idle"},
 	{986, 0, "the same stuck bound value, after a minority rejoined as the clients stopped"},
 	{6327, 3, "a late answer to a read index request of an earlier incarnation confirmed a read of the restarted node (read ids now carry the boot)"},
+	{638, 5, "a checkpoint whose data frame kind was flipped to end frame (D to E) was refused with the state machine's error, not ErrBadCheckpoint"},
 }
 
 func TestSimRegressions(t *testing.T) {
