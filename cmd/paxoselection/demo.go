@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/paxoskit/paxos/cmd/internal/cli"
 )
 
 // event is a master line one of the demo's nodes printed.
@@ -118,11 +120,11 @@ func demo(args []string, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet("paxoselection demo", flag.ContinueOnError)
 	lease := fs.Duration("lease", time.Second, "master lease of the nodes")
 	forever := fs.Bool("forever", false, "start the killed node again and kill the next master, until Ctrl-C")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *lease < minLease {
-		return flagErrorf("--lease must be at least %v, got %v", minLease, *lease)
+		return cli.Errorf("--lease must be at least %v, got %v", minLease, *lease)
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)

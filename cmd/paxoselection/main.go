@@ -49,14 +49,14 @@ func main() {
 	} else {
 		err = node(os.Args[1:])
 	}
-	var fe *flagError
+	var fe *cli.FlagError
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
 	case errors.As(err, &fe):
-		if !fe.reported {
-			fmt.Fprintf(os.Stderr, "paxoselection: %s\n%s", fe.msg, usage)
+		if !fe.Reported {
+			fmt.Fprintf(os.Stderr, "paxoselection: %s\n%s", fe.Msg, usage)
 		}
 		os.Exit(2)
 	default:
@@ -70,33 +70,6 @@ const usage = `usage:
   paxoselection demo [--lease D] [--forever]
 `
 
-// flagError is a command-line mistake: main prints it (unless the flag
-// package already did) and exits with status 2.
-type flagError struct {
-	msg      string
-	reported bool // the flag package already printed the error and usage
-}
-
-func (e *flagError) Error() string { return e.msg }
-
-func flagErrorf(format string, args ...any) error {
-	return &flagError{msg: fmt.Sprintf(format, args...)}
-}
-
-// parseFlags runs fs.Parse and refuses positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &flagError{msg: err.Error(), reported: true}
-	}
-	if fs.NArg() > 0 {
-		return flagErrorf("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
-}
-
 // nodeConfig is the command line of a node.
 type nodeConfig struct {
 	id        uint64
@@ -106,7 +79,7 @@ type nodeConfig struct {
 	clusterID uint64
 }
 
-// parseNode parses and checks a node's flags. Errors are *flagError, or
+// parseNode parses and checks a node's flags. Errors are *cli.FlagError, or
 // flag.ErrHelp for -h.
 func parseNode(args []string, stderr io.Writer) (nodeConfig, error) {
 	fs := flag.NewFlagSet("paxoselection", flag.ContinueOnError)
@@ -116,23 +89,23 @@ func parseNode(args []string, stderr io.Writer) (nodeConfig, error) {
 	data := fs.String("data", "", "data directory")
 	lease := fs.Duration("lease", time.Second, "master lease: a new master takes over about this long after the old one dies")
 	cluster := fs.Uint64("cluster-id", clusterID, "cluster id (non-zero), the same on every node")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nodeConfig{}, err
 	}
 	switch {
 	case *id == 0 || *peers == "" || *data == "":
-		return nodeConfig{}, flagErrorf("needs --id, --peers and --data")
+		return nodeConfig{}, cli.Errorf("needs --id, --peers and --data")
 	case *lease < minLease:
-		return nodeConfig{}, flagErrorf("--lease must be at least %v, got %v", minLease, *lease)
+		return nodeConfig{}, cli.Errorf("--lease must be at least %v, got %v", minLease, *lease)
 	case *cluster == 0:
-		return nodeConfig{}, flagErrorf("--cluster-id must be non-zero")
+		return nodeConfig{}, cli.Errorf("--cluster-id must be non-zero")
 	}
 	p, err := cli.ParsePeers(*peers)
 	if err != nil {
-		return nodeConfig{}, flagErrorf("--peers: %v", err)
+		return nodeConfig{}, cli.Errorf("--peers: %v", err)
 	}
 	if _, ok := p[*id]; !ok {
-		return nodeConfig{}, flagErrorf("--id %d is not in --peers", *id)
+		return nodeConfig{}, cli.Errorf("--id %d is not in --peers", *id)
 	}
 	return nodeConfig{id: *id, peers: p, data: *data, lease: *lease, clusterID: *cluster}, nil
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/cmd/internal/cli"
 	"github.com/paxoskit/paxos/internal/kvsm"
 	"github.com/paxoskit/paxos/real"
 )
@@ -498,7 +499,7 @@ func TestServeFlags(t *testing.T) {
 		{"--http-peers", "1=127.0.0.1:8001,1=127.0.0.1:8001"},
 	} {
 		_, err := parseServe(append(cloneArgs(base), extra...), io.Discard)
-		var fe *flagError
+		var fe *cli.FlagError
 		if !errors.As(err, &fe) {
 			t.Fatalf("parseServe with %v: %v, want a flag error", extra, err)
 		}

@@ -55,14 +55,14 @@ func main() {
 	default:
 		usage()
 	}
-	var fe *flagError
+	var fe *cli.FlagError
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
 	case errors.As(err, &fe):
-		if !fe.reported {
-			fmt.Fprintf(os.Stderr, "paxoskv %s: %s\nrun 'paxoskv %s -h' for the flags\n", os.Args[1], fe.msg, os.Args[1])
+		if !fe.Reported {
+			fmt.Fprintf(os.Stderr, "paxoskv %s: %s\nrun 'paxoskv %s -h' for the flags\n", os.Args[1], fe.Msg, os.Args[1])
 		}
 		os.Exit(2)
 	default:
@@ -77,33 +77,6 @@ func usage() {
                 [--cluster-id C] [--master-lease D] [--http-peers 1=HOST:PORT,2=... [--redirect]] [-v]
   paxoskv demo [--dir DIR] [--groups G]`)
 	os.Exit(2)
-}
-
-// flagError is a command-line mistake: main prints it (unless the flag
-// package already did) and exits with status 2.
-type flagError struct {
-	msg      string
-	reported bool // the flag package already printed the error and usage
-}
-
-func (e *flagError) Error() string { return e.msg }
-
-func flagErrorf(format string, args ...any) error {
-	return &flagError{msg: fmt.Sprintf(format, args...)}
-}
-
-// parseFlags runs fs.Parse and refuses positional arguments.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &flagError{msg: err.Error(), reported: true}
-	}
-	if fs.NArg() > 0 {
-		return flagErrorf("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
 }
 
 type nodeConfig struct {
@@ -178,7 +151,7 @@ func startNode(c nodeConfig) (stop func(), err error) {
 }
 
 // parseServe parses and checks the flags of paxoskv serve. Errors are
-// *flagError, or flag.ErrHelp for -h.
+// *cli.FlagError, or flag.ErrHelp for -h.
 func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	fs := flag.NewFlagSet("paxoskv serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -196,39 +169,39 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	lease := fs.Duration("master-lease", 0, "master lease (default 0: the library's 1s); a new master takes over about this long after the old one dies")
 	httpPeers := fs.String("http-peers", "", "every node's HTTP address: 1=HOST:PORT,2=HOST:PORT,... (optional; needed by --redirect)")
 	redirect := fs.Bool("redirect", false, "answer PUT and DELETE on a follower with 307 to the master's HTTP address (needs --http-peers)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return nodeConfig{}, err
 	}
 	switch {
 	case *id == 0 || *httpAddr == "" || *peers == "" || *data == "":
-		return nodeConfig{}, flagErrorf("serve needs --id, --http, --peers and --data")
+		return nodeConfig{}, cli.Errorf("serve needs --id, --http, --peers and --data")
 	case *groups < 1:
-		return nodeConfig{}, flagErrorf("--groups must be at least 1, got %d", *groups)
+		return nodeConfig{}, cli.Errorf("--groups must be at least 1, got %d", *groups)
 	case *timeout <= 0:
-		return nodeConfig{}, flagErrorf("--timeout must be positive, got %v", *timeout)
+		return nodeConfig{}, cli.Errorf("--timeout must be positive, got %v", *timeout)
 	case *cluster == 0:
-		return nodeConfig{}, flagErrorf("--cluster-id must be non-zero")
+		return nodeConfig{}, cli.Errorf("--cluster-id must be non-zero")
 	case *checkpoint < 0:
-		return nodeConfig{}, flagErrorf("--checkpoint-interval must not be negative, got %d", *checkpoint)
+		return nodeConfig{}, cli.Errorf("--checkpoint-interval must not be negative, got %d", *checkpoint)
 	case *lease < 0 || *lease > 0 && *lease < minLease:
-		return nodeConfig{}, flagErrorf("--master-lease must be 0 (the library default) or at least %v, got %v", minLease, *lease)
+		return nodeConfig{}, cli.Errorf("--master-lease must be 0 (the library default) or at least %v, got %v", minLease, *lease)
 	case *redirect && *httpPeers == "":
-		return nodeConfig{}, flagErrorf("--redirect needs --http-peers (the nodes' HTTP addresses)")
+		return nodeConfig{}, cli.Errorf("--redirect needs --http-peers (the nodes' HTTP addresses)")
 	}
 	if _, _, err := net.SplitHostPort(*httpAddr); err != nil {
-		return nodeConfig{}, flagErrorf("--http %q: %v", *httpAddr, err)
+		return nodeConfig{}, cli.Errorf("--http %q: %v", *httpAddr, err)
 	}
 	p, err := cli.ParsePeers(*peers)
 	if err != nil {
-		return nodeConfig{}, flagErrorf("--peers: %v", err)
+		return nodeConfig{}, cli.Errorf("--peers: %v", err)
 	}
 	if _, ok := p[*id]; !ok {
-		return nodeConfig{}, flagErrorf("--id %d is not in --peers", *id)
+		return nodeConfig{}, cli.Errorf("--id %d is not in --peers", *id)
 	}
 	var hp map[uint64]string
 	if *httpPeers != "" {
 		if hp, err = parseHTTPPeers(*httpPeers, p); err != nil {
-			return nodeConfig{}, flagErrorf("--http-peers: %v", err)
+			return nodeConfig{}, cli.Errorf("--http-peers: %v", err)
 		}
 	}
 	level := slog.LevelInfo
@@ -291,11 +264,11 @@ func demo(args []string) (err error) {
 	fs := flag.NewFlagSet("paxoskv demo", flag.ContinueOnError)
 	dir := fs.String("dir", "", "data directory, kept on exit (default: a new temporary one, removed on exit)")
 	groups := fs.Int("groups", 1, "Paxos groups (>= 1)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := cli.Parse(fs, args); err != nil {
 		return err
 	}
 	if *groups < 1 {
-		return flagErrorf("--groups must be at least 1, got %d", *groups)
+		return cli.Errorf("--groups must be at least 1, got %d", *groups)
 	}
 	sig := notifySignals()
 	defer signal.Stop(sig)
