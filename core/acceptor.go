@@ -36,11 +36,12 @@ func (c *Core) onPrepare(m *pb.Message) {
 	if c.granted(b, m.TransferFrom) {
 		// A lease granted to another leader runs here (or this node just
 		// restarted): no promise until it ran out.
-		// The refusal names the grantee, so the proposer backs off and
-		// follows it instead of running again and again (each run raises
-		// its own promise, which would then refuse the leader's ballot).
+		// The refusal says how long the grant still runs, so the proposer
+		// waits that long instead of running again and again (each run
+		// raises its own promise, which would then refuse the leader).
 		if g := c.grant; g.node != 0 && g.ticks > 0 && !g.ballot.IsZero() {
-			c.send(&pb.Message{Type: pb.MsgType_MSG_REJECT, To: m.From, Ballot: g.ballot.pb(), Instance: uint64(m.Type), Seq: 1})
+			c.send(&pb.Message{Type: pb.MsgType_MSG_REJECT, To: m.From, Ballot: g.ballot.pb(), Instance: uint64(m.Type), Seq: 1,
+				LeaseUs: uint64(g.ticks) * c.cfg.TickMicros})
 		} else if !c.promised.IsZero() {
 			c.reject(m)
 		}

@@ -206,6 +206,7 @@ type Core struct {
 	grant         grant             // the lease this acceptor granted
 	hold          int               // ticks this restarted acceptor still supports no proposer
 	noLead        int               // ticks this node starts no phase 1 (it dropped mastership)
+	leaderless    uint64            // tick since which it follows no one, granted no one, holds not
 	hbSeq         uint64            // last heartbeat seq sent
 	acked         map[uint64]uint64 // leader: peer -> highest heartbeat seq acked under this ballot
 	ackTick       map[uint64]uint64 // leader: peer -> tick of its last ack or vote under this ballot

@@ -205,6 +205,9 @@ func (c *Core) ReadIndex(id uint64) {
 func (c *Core) readIndex(from, id uint64) {
 	switch {
 	case c.role == leading && c.MasterReady():
+		if slices.ContainsFunc(c.pendingReads, func(r readReq) bool { return r.from == from && r.id == id }) {
+			return // a retry or a duplicate: the pending one answers it
+		}
 		r := readReq{from: from, id: id, index: c.chosenUpto, seq: c.hbSeq + 1}
 		if c.cfg.Canary == CanaryReadIndexNoRound {
 			r.seq = 0
@@ -324,9 +327,10 @@ func (c *Core) QuorumLost() bool {
 	if c.role == leading {
 		return c.roleTicks > c.ackWindow() && c.recentAcks() < c.quorum
 	}
-	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 {
+	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 || c.ticks-c.leaderless < uint64(c.cfg.ElectionTicks) {
 		// A leader is heard, or a lease granted to a silent one is running
-		// out: the next master is elected once it has.
+		// out, or that just happened and an election is under way (the
+		// followers of a dead master did not talk to each other before).
 		return false
 	}
 	n := 1
@@ -370,6 +374,9 @@ func (c *Core) tickMaster() {
 	}
 	if c.noLead > 0 {
 		c.noLead--
+	}
+	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 || c.role == leading {
+		c.leaderless = c.ticks // not leaderless yet
 	}
 	switch c.role {
 	case leading:

@@ -168,11 +168,11 @@ func (c *Core) onAccepted(m *pb.Message) {
 func (c *Core) onReject(m *pb.Message) {
 	b := ballotOf(m.Ballot)
 	if m.Seq == 1 && c.role == preparing && b.Node != c.cfg.ID && b.Less(c.ballot) {
-		// Refused for a lease the acceptor granted b's leader, who is
-		// alive: follow it and stay out of elections for a while.
-		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
-		c.noLead = c.cfg.ElectionTicks
-		c.followLeader(b)
+		// Refused for a lease the acceptor granted b's leader: stay out of
+		// elections until that grant ran out (the leader may be dead: it
+		// is not followed).
+		c.becomeFollower(1)
+		c.noLead = max(c.noLead, c.leaseTicks(m.LeaseUs))
 		return
 	}
 	if c.role != follower && c.ballot.Less(b) {
