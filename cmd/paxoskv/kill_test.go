@@ -70,11 +70,7 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "paxoskv")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, bin := buildPaxoskv(t)
 	ports, err := freePorts(6)
 	if err != nil {
 		t.Fatal(err)
@@ -413,4 +409,16 @@ func staleRead(hc *http.Client, addr, key string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return fmt.Sprintf("%d %s %q", resp.StatusCode, resp.Header.Get(versionHeader), b)
+}
+
+// buildPaxoskv builds the paxoskv binary into a new temporary directory,
+// which it returns with the binary's path.
+func buildPaxoskv(t *testing.T) (dir, bin string) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "paxoskv")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return dir, bin
 }

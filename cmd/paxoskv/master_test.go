@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,11 +25,7 @@ func TestMasterCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs processes")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "paxoskv")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, bin := buildPaxoskv(t)
 	ports, err := freePorts(6)
 	if err != nil {
 		t.Fatal(err)
