@@ -208,6 +208,13 @@ func (c *Core) dispatch() {
 		c.fillWindow()
 	case follower:
 		if c.leader != 0 && c.leader != c.cfg.ID {
+			if c.leaderTicks > 2*c.cfg.HeartbeatTicks {
+				// Two heartbeats missed: the leader may be dead, and what
+				// is forwarded to a dead leader is lost with an unknown
+				// outcome. Hold the values until it is heard again or
+				// another leads.
+				return
+			}
 			c.Stats.Forwards++
 			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Ballot: c.leaderBallot.pb(), Values: c.queue})
 			c.queue = nil
