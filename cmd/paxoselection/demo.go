@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -151,7 +150,7 @@ func demo(args []string, stdout io.Writer) (err error) {
 		}
 		d.printf("demo: removed %s\n", dir)
 	}()
-	ports, err := freePorts(3)
+	ports, err := cli.FreePorts(3)
 	if err != nil {
 		return err
 	}
@@ -247,18 +246,4 @@ func demo(args []string, stdout io.Writer) (err error) {
 		case <-time.After(3 * *lease):
 		}
 	}
-}
-
-// freePorts reserves n loopback ports by binding and releasing them.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/cmd/internal/cli"
 )
 
 var (
@@ -322,7 +323,7 @@ func TestExitStatus(t *testing.T) {
 
 func freeTestPorts(t *testing.T, n int) []int {
 	t.Helper()
-	ports, err := freePorts(n)
+	ports, err := cli.FreePorts(n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ type testServer struct {
 
 func newTestServer(t *testing.T, groups int) *testServer {
 	t.Helper()
-	ports, err := freePorts(1)
+	ports, err := cli.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func cloneArgs(s []string) []string { return append([]string(nil), s...) }
 // anything starts, a node that refuses to start exits 1 with "paxoskv: "
 // and never reports ready.
 func TestServeExitStatus(t *testing.T) {
-	ports, err := freePorts(2)
+	ports, err := cli.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +582,7 @@ func TestServeExitStatus(t *testing.T) {
 // TestStartNodeFailureOpensNoHTTP checks that a node refused at start
 // leaves the HTTP address alone.
 func TestStartNodeFailureOpensNoHTTP(t *testing.T) {
-	ports, err := freePorts(2)
+	ports, err := cli.FreePorts(2)
 	if err != nil {
 		t.Fatal(err)
 	}

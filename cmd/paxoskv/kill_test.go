@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/cmd/internal/cli"
 	"github.com/paxoskit/paxos/internal/kvsm"
 	"github.com/paxoskit/paxos/linearizability"
 )
@@ -71,7 +72,7 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 		t.Skip("builds and runs processes")
 	}
 	dir, bin := buildPaxoskv(t)
-	ports, err := freePorts(6)
+	ports, err := cli.FreePorts(6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,17 +95,7 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 		p.start(t, bin)
 		procs[i] = p
 	}
-	defer func() {
-		for _, p := range procs {
-			p.kill()
-		}
-		if t.Failed() {
-			for i := range procs {
-				b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
-				t.Logf("node %d log:\n%s", i+1, b)
-			}
-		}
-	}()
+	defer stopProcs(t, dir, procs)
 	hc := &http.Client{Timeout: 3 * time.Second}
 	for _, p := range procs {
 		waitReady(t, hc, p.http)
@@ -421,4 +412,18 @@ func buildPaxoskv(t *testing.T) (dir, bin string) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	return dir, bin
+}
+
+// stopProcs kills the processes and, if the test failed, logs their output
+// (node N's in dir/nodeN.log).
+func stopProcs(t *testing.T, dir string, procs []*proc) {
+	for _, p := range procs {
+		p.kill()
+	}
+	if t.Failed() {
+		for i := range procs {
+			b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
+			t.Logf("node %d log:\n%s", i+1, b)
+		}
+	}
 }

@@ -289,7 +289,7 @@ func demo(args []string) (err error) {
 			fmt.Printf("paxoskv demo: removed %s\n", d)
 		}()
 	}
-	ports, err := freePorts(6)
+	ports, err := cli.FreePorts(6)
 	if err != nil {
 		return err
 	}
@@ -339,26 +339,6 @@ Ctrl-C stops the cluster.
 	<-sig
 	signal.Stop(sig) // a second Ctrl-C kills at once
 	return nil
-}
-
-// freePorts reserves n loopback ports by binding and releasing them.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // notifySignals returns a channel that receives SIGINT and SIGTERM.

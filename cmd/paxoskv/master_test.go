@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paxoskit/paxos/cmd/internal/cli"
 )
 
 // TestMasterCluster runs three paxoskv processes with a short lease,
@@ -26,7 +28,7 @@ func TestMasterCluster(t *testing.T) {
 		t.Skip("builds and runs processes")
 	}
 	dir, bin := buildPaxoskv(t)
-	ports, err := freePorts(6)
+	ports, err := cli.FreePorts(6)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,17 +51,7 @@ func TestMasterCluster(t *testing.T) {
 		p.start(t, bin)
 		procs[i] = p
 	}
-	defer func() {
-		for _, p := range procs {
-			p.kill()
-		}
-		if t.Failed() {
-			for i := range procs {
-				b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
-				t.Logf("node %d log:\n%s", i+1, b)
-			}
-		}
-	}()
+	defer stopProcs(t, dir, procs)
 	hc := &http.Client{
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },

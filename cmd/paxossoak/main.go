@@ -110,7 +110,6 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,6 +123,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/paxoskit/paxos/cmd/internal/cli"
 )
 
 // config is the command line.
@@ -489,7 +490,7 @@ func (s *soak) killAll() {
 
 // newProcs picks the ports and the command lines of the three nodes.
 func (s *soak) newProcs() error {
-	ports, err := freePorts(6)
+	ports, err := cli.FreePorts(6)
 	if err != nil {
 		return err
 	}
@@ -605,20 +606,6 @@ func (s *soak) watchCheckpoints() {
 			}
 		}
 	}
-}
-
-// freePorts reserves n loopback ports by binding and releasing them.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // ---- HTTP ----

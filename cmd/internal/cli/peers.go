@@ -1,8 +1,10 @@
-// Package cli holds flag parsing shared by the sample commands.
+// Package cli holds flag parsing and small helpers shared by the sample
+// commands.
 package cli
 
 import (
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,4 +49,18 @@ func FormatPeers(peers map[uint64]string) string {
 		parts[i] = fmt.Sprintf("%d=%s", id, peers[id])
 	}
 	return strings.Join(parts, ",")
+}
+
+// FreePorts reserves n loopback ports by binding and releasing them.
+func FreePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
 }
