@@ -80,64 +80,60 @@ func (n *Node) canCheckpoint(g *group) bool {
 }
 
 // restoreGroup brings a fresh group's machines to its newest checkpoint,
-// if there is one, and returns the instance every machine's state covers:
-// the log is replayed from the instance after it.
-func (n *Node) restoreGroup(g *group) (base uint64, err error) {
+// if there is one (g.ckpt.last), and records, per machine, the instance its
+// state covers: the log is replayed from the checkpoint on, and values a
+// machine's state already holds are skipped for it.
+func (n *Node) restoreGroup(g *group) error {
 	g.ckpt.skip = map[uint32]uint64{}
 	var at uint64
 	if n.canCheckpoint(g) {
+		var err error
 		if at, err = n.env.Checkpoints.Latest(g.id); err != nil {
-			return 0, fmt.Errorf("group %d: newest checkpoint: %w", g.id, err)
+			return fmt.Errorf("group %d: newest checkpoint: %w", g.id, err)
 		}
 	}
 	if at > 0 {
 		store := n.env.Checkpoints
-		marks, err := n.loadCheckpoint(g, at, true, func() (io.ReadCloser, error) { return store.Open(g.id, at) })
+		meta, err := n.loadCheckpoint(g, at, true, func() (io.ReadCloser, error) { return store.Open(g.id, at) })
 		if err != nil {
-			return 0, err
+			return err
 		}
-		g.ckpt.setMarks(marks)
+		g.ckpt.setMarks(meta.marks)
+		g.version = meta.version
 		g.ckpt.last = at
 		if n.opts.hooks.OnRestore != nil {
 			n.opts.hooks.OnRestore(g.id, at)
 		}
 	}
-	base = at
-	for i, sm := range g.sms {
-		covered := uint64(0)
-		if at > 0 {
-			covered = at // every machine was restored (or kept its newer durable state)
-		}
+	for _, sm := range g.sms {
+		covered := at // every machine was restored (or kept its newer durable state)
 		if d, ok := sm.(DurableStateMachine); ok {
 			covered = max(covered, d.DurableInstance(g.id))
 		}
 		g.ckpt.skip[sm.SMID()] = covered
-		if i == 0 || covered < base {
-			base = covered
-		}
 	}
-	return base, nil
+	return nil
 }
 
 // loadCheckpoint restores the group's checkpoint at instance into its
 // machines. At start (durableFirst) a durable machine whose own state is
 // newer keeps it.
-func (n *Node) loadCheckpoint(g *group, at uint64, durableFirst bool, open func() (io.ReadCloser, error)) ([]propMark, error) {
+func (n *Node) loadCheckpoint(g *group, at uint64, durableFirst bool, open func() (io.ReadCloser, error)) (ckptMeta, error) {
 	r, err := open()
 	if err != nil {
-		return nil, fmt.Errorf("group %d: open checkpoint %d: %w", g.id, at, err)
+		return ckptMeta{}, fmt.Errorf("group %d: open checkpoint %d: %w", g.id, at, err)
 	}
 	defer r.Close()
-	marks, err := readCheckpoint(r, g.id, at, g.ckpt.machines, func(sm Checkpointer, r io.Reader) error {
+	meta, err := readCheckpoint(r, g.id, at, g.ckpt.machines, func(sm Checkpointer, r io.Reader) error {
 		if d, ok := sm.(DurableStateMachine); ok && durableFirst && d.DurableInstance(g.id) >= at {
 			return nil // its own state is newer; its bytes are skipped
 		}
 		return sm.RestoreCheckpoint(g.id, at, r)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("group %d: checkpoint %d: %w", g.id, at, err)
+		return ckptMeta{}, fmt.Errorf("group %d: checkpoint %d: %w", g.id, at, err)
 	}
-	return marks, nil
+	return meta, nil
 }
 
 // skipped reports whether the value of instance for machine smid is
@@ -170,13 +166,13 @@ func (n *Node) maybeCheckpoint(g *group) {
 		views[i] = v
 	}
 	c.taking = true
-	store, machines, marks := n.env.Checkpoints, c.machines, c.markList()
+	store, machines, meta := n.env.Checkpoints, c.machines, ckptMeta{c.markList(), g.version}
 	n.env.Worker.Go(func() error {
 		w, err := store.Create(g.id, claimed)
 		if err != nil {
 			return err
 		}
-		if err := writeCheckpoint(w, g.id, claimed, marks, machines, views); err != nil {
+		if err := writeCheckpoint(w, g.id, claimed, meta, machines, views); err != nil {
 			w.Abort()
 			return err
 		}
@@ -241,9 +237,9 @@ func (n *Node) install(g *group, at uint64) {
 // installFrom is install reading the checkpoint from open.
 func (n *Node) installFrom(g *group, at uint64, open func() (io.ReadCloser, error)) {
 	n.beginInstall(g)
-	var marks []propMark
+	var meta ckptMeta
 	n.env.Worker.Go(func() (err error) {
-		marks, err = n.loadCheckpoint(g, at, false, open)
+		meta, err = n.loadCheckpoint(g, at, false, open)
 		return err
 	}, func(err error) {
 		if n.closed {
@@ -256,17 +252,23 @@ func (n *Node) installFrom(g *group, at uint64, open func() (io.ReadCloser, erro
 			n.stop(fmt.Errorf("%w: install checkpoint: %w", ErrStorage, err))
 			return
 		}
-		n.finishInstall(g, at, marks)
+		n.finishInstall(g, at, meta)
 		n.process()
 	})
 }
 
 // finishInstall moves the group past the checkpoint at instance, restored
 // into its machines, and executes the values held meanwhile beyond it.
-func (n *Node) finishInstall(g *group, at uint64, marks []propMark) {
+func (n *Node) finishInstall(g *group, at uint64, meta ckptMeta) {
 	c := &g.ckpt
 	c.installing = false
-	g.core.Install(at)
+	var upto uint64 // this incarnation's proposals the checkpoint may hold
+	for _, m := range meta.marks {
+		if m.node == n.opts.MyNode && m.boot == g.core.Boot() {
+			upto = m.seq
+		}
+	}
+	g.core.Install(at, meta.version, upto)
 	g.core.Installing(0) // Install clears it too, unless the core had executed past at
 	c.last = max(c.last, at)
 	clear(c.skip)
@@ -274,7 +276,8 @@ func (n *Node) finishInstall(g *group, at uint64, marks []propMark) {
 	c.held = nil
 	installed := at > g.executed
 	if installed {
-		c.setMarks(marks)
+		c.setMarks(meta.marks)
+		g.version = meta.version
 	}
 	mine := c.marks[n.opts.MyNode]
 	if installed {

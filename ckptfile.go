@@ -12,11 +12,12 @@ import (
 // The checkpoint file of a group: the state of every state machine of the
 // group as of one instance, as a sequence of checksummed frames.
 //
-//	magic "PXCKPT01"
+//	magic "PXCKPT02"
 //	frame := kind(1) len(u32 BE) crc32c(payload, u32 BE) payload
 //	'H' group(u64) instance(u64) count(u32) smid(u32)*count
-//	'P' count(u32) (node(u64) boot(u64) seq(u64))*count: per proposing
-//	    node, its newest proposal executed up to the instance
+//	'P' count(u32) (node(u64) boot(u64) seq(u64))*count version(u64): per
+//	    proposing node, its newest proposal executed up to the instance;
+//	    then the master version in force there (the newest master record)
 //	then for each state machine, in header order: 'D'* (its bytes) 'E'
 //	'Z' size(u64) crc(u32): the length and CRC-32C of every byte before
 //	    this frame, so a copy can be checked whole without parsing it
@@ -24,7 +25,7 @@ import (
 // Frames carry at most ckptFrameSize bytes.
 
 const (
-	ckptMagic     = "PXCKPT01"
+	ckptMagic     = "PXCKPT02" // 01: no master version (before fences)
 	ckptFrameSize = 64 << 10
 	ckptHeader    = 9
 	ckptTrailer   = ckptHeader + 12 // the 'Z' frame
@@ -35,6 +36,13 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // propMark is the newest proposal of a node (its boot and sequence
 // number) a group executed.
 type propMark struct{ node, boot, seq uint64 }
+
+// ckptMeta is what a checkpoint carries beside the machines' states: the
+// proposal marks and the master version in force at its instance.
+type ckptMeta struct {
+	marks   []propMark
+	version uint64
+}
 
 // ErrBadCheckpoint means a checkpoint's bytes are corrupt or truncated, or
 // describe another group, instance or set of state machines.
@@ -95,7 +103,7 @@ func (c *ckptWriter) endMachine() error {
 
 // writeCheckpoint writes the checkpoint of group at instance: the views
 // PrepareCheckpoint returned, saved by their machines.
-func writeCheckpoint(w io.Writer, group, instance uint64, marks []propMark, sms []Checkpointer, views []any) error {
+func writeCheckpoint(w io.Writer, group, instance uint64, meta ckptMeta, sms []Checkpointer, views []any) error {
 	bw := bufio.NewWriterSize(w, ckptFrameSize+2*ckptHeader)
 	c := &ckptWriter{w: bw}
 	if err := c.raw([]byte(ckptMagic)); err != nil {
@@ -110,12 +118,13 @@ func writeCheckpoint(w io.Writer, group, instance uint64, marks []propMark, sms 
 	if err := c.frame('H', h); err != nil {
 		return err
 	}
-	p := binary.BigEndian.AppendUint32(nil, uint32(len(marks)))
-	for _, m := range marks {
+	p := binary.BigEndian.AppendUint32(nil, uint32(len(meta.marks)))
+	for _, m := range meta.marks {
 		p = binary.BigEndian.AppendUint64(p, m.node)
 		p = binary.BigEndian.AppendUint64(p, m.boot)
 		p = binary.BigEndian.AppendUint64(p, m.seq)
 	}
+	p = binary.BigEndian.AppendUint64(p, meta.version)
 	if err := c.frame('P', p); err != nil {
 		return err
 	}
@@ -232,25 +241,28 @@ func (c *ckptReader) Read(p []byte) (int, error) {
 // the group's machines, and hands each machine its bytes: restore is called
 // with the machine and a reader of its bytes; it must read them all or
 // return an error. Every frame is checked.
-func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, restore func(sm Checkpointer, r io.Reader) error) ([]propMark, error) {
+func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, restore func(sm Checkpointer, r io.Reader) error) (ckptMeta, error) {
 	c := &ckptReader{r: bufio.NewReaderSize(r, ckptFrameSize+2*ckptHeader)}
 	magic := make([]byte, len(ckptMagic))
 	if err := c.full(magic); err != nil {
-		return nil, err
+		return ckptMeta{}, err
+	}
+	if string(magic) == "PXCKPT01" {
+		return ckptMeta{}, c.bad("a checkpoint of an older format (PXCKPT01, without the master version); delete it: this node will fetch a new one or replay its log")
 	}
 	if string(magic) != ckptMagic {
-		return nil, c.bad("not a checkpoint (magic %q)", magic)
+		return ckptMeta{}, c.bad("not a checkpoint (magic %q)", magic)
 	}
 	kind, h, err := c.next()
 	if err != nil {
-		return nil, err
+		return ckptMeta{}, err
 	}
 	if kind != 'H' || len(h) < 20 {
-		return nil, c.bad("no header")
+		return ckptMeta{}, c.bad("no header")
 	}
 	g, at, count := binary.BigEndian.Uint64(h), binary.BigEndian.Uint64(h[8:]), binary.BigEndian.Uint32(h[16:])
 	if g != group || at != instance || uint64(len(h)) != 20+4*uint64(count) {
-		return nil, c.bad("header of group %d instance %d, want group %d instance %d", g, at, group, instance)
+		return ckptMeta{}, c.bad("header of group %d instance %d, want group %d instance %d", g, at, group, instance)
 	}
 	var ids, want []uint32
 	for i := range count {
@@ -260,19 +272,21 @@ func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, res
 		want = append(want, sm.SMID())
 	}
 	if fmt.Sprint(ids) != fmt.Sprint(want) {
-		return nil, fmt.Errorf("%w: it holds state machines %v, this node runs %v", ErrBadCheckpoint, ids, want)
+		return ckptMeta{}, fmt.Errorf("%w: it holds state machines %v, this node runs %v", ErrBadCheckpoint, ids, want)
 	}
 	kind, p, err := c.next()
 	if err != nil {
-		return nil, err
+		return ckptMeta{}, err
 	}
-	if kind != 'P' || len(p) < 4 || uint64(len(p)) != 4+24*uint64(binary.BigEndian.Uint32(p)) {
-		return nil, c.bad("no proposal marks")
+	if kind != 'P' || len(p) < 12 || uint64(len(p)) != 12+24*uint64(binary.BigEndian.Uint32(p)) {
+		return ckptMeta{}, c.bad("no proposal marks")
 	}
-	var marks []propMark
-	for q := p[4:]; len(q) > 0; q = q[24:] {
-		marks = append(marks, propMark{binary.BigEndian.Uint64(q), binary.BigEndian.Uint64(q[8:]), binary.BigEndian.Uint64(q[16:])})
+	var meta ckptMeta
+	q := p[4:]
+	for ; len(q) > 8; q = q[24:] {
+		meta.marks = append(meta.marks, propMark{binary.BigEndian.Uint64(q), binary.BigEndian.Uint64(q[8:]), binary.BigEndian.Uint64(q[16:])})
 	}
+	meta.version = binary.BigEndian.Uint64(q)
 	for _, sm := range sms {
 		c.kind, c.data = 0, nil
 		if err := restore(sm, c); err != nil {
@@ -280,22 +294,22 @@ func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, res
 			// not cover its kind) reaches the machine as a short stream;
 			// the trailer, which covers every byte, tells.
 			if bad := c.drain(); bad != nil {
-				return nil, fmt.Errorf("%w (state machine %d: %v)", bad, sm.SMID(), err)
+				return ckptMeta{}, fmt.Errorf("%w (state machine %d: %v)", bad, sm.SMID(), err)
 			}
-			return nil, fmt.Errorf("state machine %d: %w", sm.SMID(), err)
+			return ckptMeta{}, fmt.Errorf("state machine %d: %w", sm.SMID(), err)
 		}
 		if _, err := io.Copy(io.Discard, c); err != nil {
-			return nil, err
+			return ckptMeta{}, err
 		}
 	}
 	kind, _, err = c.next()
 	if err != nil {
-		return nil, err
+		return ckptMeta{}, err
 	}
 	if kind != 'Z' {
-		return nil, c.bad("frame %q where the trailer belongs", kind)
+		return ckptMeta{}, c.bad("frame %q where the trailer belongs", kind)
 	}
-	return marks, nil
+	return meta, nil
 }
 
 // ckptCheck checks a checkpoint's bytes as they stream in, without parsing

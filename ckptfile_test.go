@@ -46,21 +46,23 @@ func checkpointOf(t *testing.T, sms []Checkpointer) []byte {
 		views = append(views, v)
 	}
 	var buf bytes.Buffer
-	if err := writeCheckpoint(&buf, 3, 77, []propMark{{1, 2, 3}, {2, 1, 9}}, sms, views); err != nil {
+	if err := writeCheckpoint(&buf, 3, 77, testMeta, sms, views); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
 }
 
 func restoreInto(data []byte, group, instance uint64, sms []Checkpointer) error {
-	marks, err := readCheckpoint(bytes.NewReader(data), group, instance, sms, func(sm Checkpointer, r io.Reader) error {
+	meta, err := readCheckpoint(bytes.NewReader(data), group, instance, sms, func(sm Checkpointer, r io.Reader) error {
 		return sm.RestoreCheckpoint(group, instance, r)
 	})
-	if err == nil && fmt.Sprint(marks) != fmt.Sprint([]propMark{{1, 2, 3}, {2, 1, 9}}) {
-		return fmt.Errorf("proposal marks %v", marks)
+	if err == nil && fmt.Sprint(meta) != fmt.Sprint(testMeta) {
+		return fmt.Errorf("checkpoint meta %v, want %v", meta, testMeta)
 	}
 	return err
 }
+
+var testMeta = ckptMeta{marks: []propMark{{1, 2, 3}, {2, 1, 9}}, version: 41}
 
 // TestCheckpointFile round-trips a checkpoint of two machines, one larger
 // than a frame, and checks the streaming check agrees with the reader.
@@ -171,7 +173,7 @@ func (m *strictSM) RestoreCheckpoint(group, instance uint64, r io.Reader) error 
 func TestCheckpointKindFlip(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789"), ckptFrameSize/5)
 	data := checkpointOf(t, []Checkpointer{&memSM{id: 1, state: big}, &memSM{id: 2, state: []byte("small")}})
-	off := len(ckptMagic) + (ckptHeader + 28) + (ckptHeader + 52) // magic, header and marks frames
+	off := len(ckptMagic) + (ckptHeader + 28) + (ckptHeader + 60) // magic, header and marks frames
 	if data[off] != 'D' {
 		t.Fatalf("byte %d is %q, want the first data frame", off, data[off])
 	}

@@ -90,6 +90,7 @@ func (n *Node) process() {
 		for _, e := range g.core.Committed() {
 			n.execute(g, e)
 		}
+		n.resendDead(g)
 		n.lifeCycle(g)
 	}
 	for !n.syncing && !n.closed {
@@ -111,6 +112,7 @@ func (n *Node) process() {
 			for _, e := range r.rd.Committed {
 				n.execute(r.g, e)
 			}
+			n.resendDead(r.g)
 			for _, e := range r.rd.Entries {
 				recs = append(recs, &pb.Record{Group: r.g.id, Entry: e})
 			}

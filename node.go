@@ -39,6 +39,7 @@ type group struct {
 	pending  map[uint64]*proposal // by core sequence number
 	status   groupStatus
 	executed uint64 // every instance up to it is executed (or restored) here
+	version  uint64 // the newest master record executed (or restored) here: fenced values need it
 	ckpt     ckptState
 	master   masterState
 }
@@ -116,10 +117,13 @@ func (n *Node) restore() error {
 	for gid := range uint64(opts.Groups) {
 		g := &group{id: gid, sms: slices.Clone(opts.StateMachines), pending: map[uint64]*proposal{}}
 		g.ckpt.machines = checkpointers(g.sms)
-		base, err := n.restoreGroup(g)
-		if err != nil {
+		if err := n.restoreGroup(g); err != nil {
 			return fmt.Errorf("%w: %w", ErrStorage, err)
 		}
+		// The log is replayed from the checkpoint on, even where a durable
+		// machine's own state is newer (its values are skipped): the
+		// master records there set the version fenced values need.
+		base := g.ckpt.last
 		recs, err := n.env.Storage.Load(gid, base+1)
 		if err != nil {
 			return fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)

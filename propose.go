@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
 )
 
@@ -128,15 +129,43 @@ func (n *Node) track(g *group, seq uint64, p *proposal, timeout time.Duration) {
 	p.g, p.seq = g, seq
 	p.timer = n.env.Clock.AfterFunc(timeout, func() {
 		// The timer may fire after the proposal ended (Stop lost the race):
-		// only the proposal still pending under seq times out.
-		if g.pending[seq] == p {
-			delete(g.pending, seq)
+		// only the proposal still pending (under its newest sequence
+		// number: see resend) times out.
+		if g.pending[p.seq] == p {
+			delete(g.pending, p.seq)
 			n.stats.timeouts.Add(1)
 			p.fail(fmt.Errorf("%w: after %v", ErrTimeout, timeout))
 		}
 	})
 	g.pending[seq] = p
 	n.process()
+}
+
+// resend proposes again the data of our proposal v, which will never be
+// executed (core.Dead, or skipped for its fence), if its caller still
+// waits; the wait goes on under the new sequence number.
+func (n *Node) resend(g *group, v *pb.Value) {
+	p := g.pending[v.Seq]
+	if p == nil {
+		return // timed out, cancelled, or its outcome unknown after an install
+	}
+	delete(g.pending, v.Seq)
+	seq, ok := g.core.Resend(v)
+	if !ok {
+		p.timer.Stop()
+		p.fail(fmt.Errorf("%w: group %d queue full when its master changed", ErrOverloaded, g.id))
+		return
+	}
+	n.stats.resent.Add(1)
+	p.seq = seq
+	g.pending[seq] = p
+}
+
+// resendDead resends the proposals core found dead.
+func (n *Node) resendDead(g *group) {
+	for _, v := range g.core.Dead() {
+		n.resend(g, v)
+	}
 }
 
 // untrack ends the wait for proposal seq and returns it, nil if it is not

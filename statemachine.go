@@ -5,6 +5,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
 
@@ -104,12 +105,25 @@ func (n *Node) execute(g *group, e *pb.Entry) {
 	if n.opts.hooks.OnCommit != nil {
 		n.opts.hooks.OnCommit(g.id, e.Instance, v)
 	}
+	if v.Master {
+		g.version = e.Instance
+	}
 	if v.Noop {
+		return
+	}
+	mine := v.Node == n.opts.MyNode && v.Boot == g.core.Boot()
+	if core.Fenced(g.version, v) && n.opts.hooks.Canary != core.CanaryNoFence {
+		// Sent to a master no longer in force: skipped on every node. Our
+		// caller, if still waiting, gets it proposed again.
+		n.stats.fenced.Add(1)
+		if mine {
+			n.resend(g, v)
+		}
 		return
 	}
 	g.ckpt.mark(v)
 	var p *proposal
-	if v.Node == n.opts.MyNode && v.Boot == g.core.Boot() {
+	if mine {
 		p = n.untrack(g, v.Seq)
 	}
 	if v.Batch {

@@ -35,6 +35,8 @@ type Stats struct {
 	LeaseReads    uint64 // linearizable reads served under this node's lease
 	IndexReads    uint64 // linearizable reads served after a read index round
 	NoQuorum      uint64 // proposals and reads failed with ErrNoQuorum
+	Resent        uint64 // proposals sent again: the master they went to was replaced without executing them
+	Fenced        uint64 // chosen values skipped: sent to a master that was no longer in force (see core.Fenced)
 
 	// Env is what the environment counted itself (fsyncs, dropped sends,
 	// frames of other clusters or of non-members), when it counts.
@@ -49,6 +51,7 @@ type counters struct {
 	snapSends, snapRecvs, snapAborts                 atomic.Uint64
 	snapBytesSent, snapBytesRecv                     atomic.Uint64
 	masterChanges, leaseReads, indexReads, noQuorum  atomic.Uint64
+	resent, fenced                                   atomic.Uint64
 }
 
 // Stats returns the node's counters.
@@ -64,7 +67,7 @@ func (n *Node) Stats() Stats {
 		SnapSends: c.snapSends.Load(), SnapRecvs: c.snapRecvs.Load(), SnapAborts: c.snapAborts.Load(),
 		SnapBytesSent: c.snapBytesSent.Load(), SnapBytesRecv: c.snapBytesRecv.Load(),
 		MasterChanges: c.masterChanges.Load(), LeaseReads: c.leaseReads.Load(), IndexReads: c.indexReads.Load(),
-		NoQuorum: c.noQuorum.Load(),
+		NoQuorum: c.noQuorum.Load(), Resent: c.resent.Load(), Fenced: c.fenced.Load(),
 	}
 	if n.env.Counters != nil {
 		s.Env = n.env.Counters()

@@ -2,6 +2,7 @@ package core
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
@@ -32,7 +33,8 @@ const (
 	CanaryLeaseNoDrift                // the master's lease lasts as long as the followers' grants: no clock drift margin
 	CanaryReadIndexNoRound            // a leader answers read index requests without a majority round
 	CanaryLeaseAfterQuorumLoss        // a master keeps its lease (and serves lease reads) after losing its quorum
-	CanaryLast                 = CanaryLeaseAfterQuorumLoss
+	CanaryNoFence                     // fences are ignored: leaders propose, and nodes execute, values sent to a master no longer in force
+	CanaryLast                 = CanaryNoFence
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes
@@ -198,6 +200,9 @@ type Core struct {
 	inflight    map[uint64]*inflight
 	queue       []*pb.Value
 	bound       map[uint64]*pb.Value // instance -> our proposal sent there
+	sent        map[uint64]*pb.Value // seq -> our proposal forwarded or bound under a fence, not yet executed
+	dead        []*pb.Value          // our proposals that can no longer be executed (see Dead)
+	version     uint64               // the newest master record handed out (or installed)
 	seq         uint64
 	fwdSeen     map[origin]*seenWindow
 
@@ -311,6 +316,7 @@ func New(cfg Config, st State) (*Core, error) {
 		log:      map[uint64]*pb.Entry{},
 		inflight: map[uint64]*inflight{},
 		bound:    map[uint64]*pb.Value{},
+		sent:     map[uint64]*pb.Value{},
 		fwdSeen:  map[origin]*seenWindow{},
 		reading:  map[uint64]bool{},
 		acked:    map[uint64]uint64{},
@@ -765,6 +771,7 @@ func (c *Core) Committed() []*pb.Entry {
 	var out []*pb.Entry
 	for i := c.applied + 1; i <= c.chosenUpto; i++ {
 		out = append(out, c.log[i])
+		c.handedOut(i, c.log[i].Value)
 	}
 	c.applied = c.chosenUpto
 	c.compact()
@@ -801,10 +808,24 @@ func (c *Core) Clean(below uint64) {
 // and hands out Committed from at+1; a leader steps down (its instances may
 // be among them). It reports false, changing nothing, if at is not beyond
 // what the core executed already.
-func (c *Core) Install(at uint64) bool {
+//
+// version is the master version in force at the checkpoint, and upto the
+// newest proposal of this incarnation the checkpoint holds: proposals sent
+// under an older fence and not among those are dead (see Dead); the
+// outcome of the others up to upto is unknown here.
+func (c *Core) Install(at, version, upto uint64) bool {
 	if at <= c.applied {
 		return false
 	}
+	for _, seq := range slices.Sorted(maps.Keys(c.sent)) {
+		switch {
+		case seq <= upto:
+			delete(c.sent, seq)
+		case c.sent[seq].Fence < version:
+			c.kill(seq)
+		}
+	}
+	c.version = max(c.version, version)
 	if c.role != follower {
 		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
 	}

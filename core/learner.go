@@ -49,7 +49,15 @@ func (c *Core) settle(i uint64, v *pb.Value) {
 		delete(c.bound, i)
 		if !SameProposal(bv, v) {
 			// Instance i went to another value, so ours was not chosen
-			// there and may be proposed again.
+			// there and may be proposed again (under a fresh fence: it
+			// was proposed nowhere else).
+			if c.own(bv) {
+				if c.sent[bv.Seq] != bv {
+					return // given up already (Dead): it was sent again
+				}
+				delete(c.sent, bv.Seq)
+				bv = &pb.Value{Node: bv.Node, Boot: bv.Boot, Seq: bv.Seq, Smid: bv.Smid, Data: bv.Data, Batch: bv.Batch}
+			}
 			c.queue = append([]*pb.Value{bv}, c.queue...)
 		}
 	}

@@ -130,6 +130,14 @@ func (c *Core) fillWindow() {
 		}
 		v := c.queue[0]
 		c.queue = c.queue[1:]
+		if c.staleFence(v) {
+			// Forwarded to an earlier leadership of this node: its
+			// proposer gives it up once our master record is executed.
+			c.Stats.DroppedForwards++
+			c.next--
+			continue
+		}
+		c.fence(v, c.masterAt)
 		c.bound[i] = v
 		c.propose(i, v)
 	}
@@ -182,15 +190,21 @@ func (c *Core) onReject(m *pb.Message) {
 }
 
 // onForward takes proposals a follower handed over. They are addressed to
-// one leadership (a ballot): a copy that arrives late, after this node lost
-// or restarted its leadership, is dropped, since the original may already
-// be chosen and this node no longer knows it. The origin then times out.
+// one leadership (a ballot, and a master version: the fence): a copy that
+// arrives late, after this node lost or restarted its leadership, is
+// dropped, since the original may already be chosen and this node no
+// longer knows it. Its proposer sends it again once the record of the
+// master after the one it addressed is executed (see fence.go).
 func (c *Core) onForward(m *pb.Message) {
 	if c.role != leading || ballotOf(m.Ballot) != c.ballot && c.cfg.Canary != CanaryStaleForward {
 		c.Stats.DroppedForwards++
 		return
 	}
 	for _, v := range m.Values {
+		if c.staleFence(v) {
+			c.Stats.DroppedForwards++
+			continue
+		}
 		if c.firstSight(v) && len(c.queue) < c.cfg.MaxQueue {
 			c.queue = append(c.queue, v)
 		}
@@ -214,6 +228,14 @@ func (c *Core) dispatch() {
 				// outcome. Hold the values until it is heard again or
 				// another leads.
 				return
+			}
+			if c.leaderVersion == 0 || c.leaderVersion < c.version {
+				// Until a heartbeat names the master version to fence them
+				// with, one not older than the record executed here.
+				return
+			}
+			for _, v := range c.queue {
+				c.fence(v, c.leaderVersion)
 			}
 			c.Stats.Forwards++
 			c.send(&pb.Message{Type: pb.MsgType_MSG_FORWARD, To: c.leader, Ballot: c.leaderBallot.pb(), Values: c.queue})

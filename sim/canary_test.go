@@ -34,6 +34,7 @@ func TestCanaries(t *testing.T) {
 		{"master's lease has no clock drift margin", core.CanaryLeaseNoDrift, "lease-bound", 30},
 		{"read index answered without a majority round", core.CanaryReadIndexNoRound, "read-round", 30},
 		{"master keeps its lease after losing its quorum", core.CanaryLeaseAfterQuorumLoss, "lease-bound", 30},
+		{"values sent to a replaced master still execute", core.CanaryNoFence, "state", 150},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -470,11 +470,19 @@ func (r *run) crash(n *simNode) {
 		r.corrupt(n)
 	}
 	n.up = false
-	n.node = nil
+	r.harvest(n)
 	n.paused, n.deferred = false, nil // a crash ends a pause
 	r.endBeliefs(n)
 	r.stats.Crashes++
 	r.w.tracef("n%d crash (kept %d unsynced bytes)", n.id, keep)
+}
+
+// harvest adds the counters of n's node, which ends, to the run's.
+func (r *run) harvest(n *simNode) {
+	if n.node != nil {
+		r.stats.Resent += n.node.Stats().Resent
+		n.node = nil
+	}
 }
 
 func (r *run) restart(n *simNode) {

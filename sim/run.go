@@ -38,6 +38,7 @@ type Stats struct {
 	Pauses, MasterChanges, LeaseReads, IndexReads uint64
 	Reads, ReadsFailed, MasterPauses, Stalls      uint64
 	Syncs, Commits, Batches                       uint64
+	Resent, Fenced                                uint64
 	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
 	SimTime                                       time.Duration
 }
@@ -108,6 +109,7 @@ type run struct {
 	noQuorum  map[string]bool          // values whose proposal failed with ErrNoQuorum alone: never started
 	oracleSM  *kvsm.Machine            // the KV state machine fed the chosen log, in order
 	digests   [][]uint64               // per group, by instance: oracleSM's state digest after it
+	versions  []uint64                 // per group: the newest master record in the chosen log so far
 	open      map[int]string           // history id -> value, of operations without a known outcome
 	masters   map[uint64]*masterState  // per group: lease beliefs (lease.go)
 	maxAcked  map[uint64]uint64        // per group: highest instance acknowledged to a client
@@ -135,6 +137,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		noQuorum: map[string]bool{},
 		oracleSM: kvsm.New(),
 		digests:  make([][]uint64, opts.Groups),
+		versions: make([]uint64, opts.Groups),
 		open:     map[int]string{},
 		net:      netFaults{opts.DropRate, opts.DupRate, opts.ReorderRate, opts.LateRate},
 		disks:    diskFaults{opts.WriteErrorRate, opts.SyncErrorRate, opts.CorruptRate},
@@ -169,6 +172,9 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		}
 		r.stats.Events = r.w.events
 		r.stats.SimTime = r.w.now
+		for _, n := range r.nodes {
+			r.harvest(n)
+		}
 		res.Stats = r.stats
 	}()
 	r.w.tracef("options %s", opts)
@@ -338,7 +344,7 @@ func (r *run) heal() {
 
 // onCommit is the oracle: every node's every executed instance passes here.
 func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
-	r.w.tracef("n%d g%d exec %d noop=%v from=%d.%d.%d", n.id, g, i, v.Noop, v.Node, v.Boot, v.Seq)
+	r.w.tracef("n%d g%d exec %d noop=%v master=%v fence=%d from=%d.%d.%d", n.id, g, i, v.Noop, v.Master, v.Fence, v.Node, v.Boot, v.Seq)
 	if want := n.lastExec[g] + 1; i != want {
 		r.failCheck("order", "node %d group %d executed instance %d, expected %d", n.id, g, i, want)
 		return
@@ -376,7 +382,15 @@ func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
 func (r *run) advanceOracle(g uint64) {
 	for i := uint64(len(r.digests[g])); i < uint64(len(r.chosen[g])) && r.chosen[g][i] != nil; i++ {
 		v := r.chosen[g][i]
-		if !v.Noop {
+		if v.Master {
+			r.versions[g] = i
+		}
+		fenced := v.Fence != 0 && v.Fence != r.versions[g] && !v.Noop
+		if fenced {
+			// Sent to a master no longer in force: skipped by every node.
+			r.stats.Fenced++
+		}
+		if !v.Noop && !fenced {
 			items := [][]byte{v.Data}
 			if v.Batch {
 				b := &pb.Batch{}

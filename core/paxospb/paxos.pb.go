@@ -188,7 +188,13 @@ type Value struct {
 	// master marks the value a new leader proposes first: once it is
 	// chosen, its proposer is the group's master, and its instance is the
 	// master's version (a fencing token that grows with every new master).
-	Master        bool `protobuf:"varint,8,opt,name=master,proto3" json:"master,omitempty"`
+	Master bool `protobuf:"varint,8,opt,name=master,proto3" json:"master,omitempty"`
+	// fence is the master version (the instance of a master record) the
+	// proposer sent this value to, 0 if unfenced. Execution skips a fenced
+	// value unless the newest master record executed before it is at fence:
+	// once a newer master record is executed, a value sent to an older master
+	// and not executed yet never will be, so its proposer may send it again.
+	Fence         uint64 `protobuf:"varint,9,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +283,13 @@ func (x *Value) GetMaster() bool {
 		return x.Master
 	}
 	return false
+}
+
+func (x *Value) GetFence() uint64 {
+	if x != nil {
+		return x.Fence
+	}
+	return 0
 }
 
 // Batch is the data of a batched value; items execute in order.
@@ -882,7 +895,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x18core/paxospb/paxos.proto\x12\rpaxoskit.core\"6\n" +
 	"\x06Ballot\x12\x18\n" +
 	"\acounter\x18\x01 \x01(\x04R\acounter\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\x04R\x04node\"\xab\x01\n" +
+	"\x04node\x18\x02 \x01(\x04R\x04node\"\xc1\x01\n" +
 	"\x05Value\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x10\n" +
@@ -891,7 +904,8 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x04data\x18\x05 \x01(\fR\x04data\x12\x12\n" +
 	"\x04noop\x18\x06 \x01(\bR\x04noop\x12\x14\n" +
 	"\x05batch\x18\a \x01(\bR\x05batch\x12\x16\n" +
-	"\x06master\x18\b \x01(\bR\x06master\"7\n" +
+	"\x06master\x18\b \x01(\bR\x06master\x12\x14\n" +
+	"\x05fence\x18\t \x01(\x04R\x05fence\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\x05items\x18\x01 \x03(\v2\x18.paxoskit.core.BatchItemR\x05items\"3\n" +
 	"\tBatchItem\x12\x12\n" +
