@@ -122,6 +122,8 @@ type masterState struct {
 	reads   map[uint64]*read // by id: waiting for a read index
 	ready   []*read          // confirmed: waiting for execution
 	waiters []*transferWait
+	// quorumLost is core's QuorumLost as last seen (its changes are logged).
+	quorumLost bool
 }
 
 // read is a linearizable read in progress.
@@ -173,6 +175,14 @@ func (n *Node) isMaster(g *group, now time.Duration) bool {
 // publishes the master this node knows, and tells whoever listens.
 func (n *Node) updateMaster(g *group) {
 	ms := &g.master
+	if lost := g.core.QuorumLost(); lost != ms.quorumLost {
+		ms.quorumLost = lost
+		if lost {
+			n.warn("quorum", "group cut off from a majority: proposals and reads fail with ErrNoQuorum", "group", g.id, "state", g.core.QuorumInfo())
+		} else {
+			n.opts.Logger.Info("group reaches a majority again", "group", g.id)
+		}
+	}
 	now := n.env.Clock.Now()
 	until := time.Duration(0)
 	if g.core.MasterReady() && g.executed >= g.core.MasterAt() && ms.ballot == g.core.Ballot() {

@@ -285,3 +285,56 @@ func TestSetMasterLease(t *testing.T) {
 		t.Errorf("Master(7): %v", err)
 	}
 }
+
+// TestForwardedWriteSurvivesMasterCrash: a write a follower forwarded to a
+// master that crashed before sending it anywhere is answered once the next
+// master's record is executed, well within the proposal timeout, and is
+// executed once (issue 9: "a write in flight when the master dies is
+// answered as soon as its outcome is known"). Without fences its outcome
+// stayed unknown until ErrTimeout.
+func TestForwardedWriteSurvivesMasterCrash(t *testing.T) {
+	c := newCluster(t, 3, 1, []uint32{1}, nil)
+	m := c.waitMaster(0)
+	f := c.ids[0]
+	if f == m {
+		f = c.ids[1]
+	}
+	c.mustPropose(f, 0, "before", nil)
+	// The master hears the others, they no longer hear it: the forward
+	// arrives and goes no further.
+	for _, o := range c.ids {
+		if o != m {
+			c.drop[[2]uint64{m, o}] = true
+		}
+	}
+	recv := c.nodes[m].node.Stats().MsgsReceived
+	start := c.now
+	r := c.propose(f, 0, "in flight", nil)
+	c.run(20 * time.Millisecond)
+	if c.nodes[m].node.Stats().MsgsReceived == recv || r.done {
+		t.Fatalf("setup: master received nothing, or the write ended already: %+v", r)
+	}
+	c.crash(m)
+	c.wait(r)
+	if r.err != nil || r.at-start > 2*time.Second {
+		t.Fatalf("write forwarded to the crashed master: %v after %v; want success well within the 3s timeout", r.err, r.at-start)
+	}
+	if st := c.nodes[f].node.Stats(); st.Resent == 0 || st.Timeouts != 0 {
+		t.Fatalf("stats of the proposing node: Resent %d, Timeouts %d; want a resend and no timeout", st.Resent, st.Timeouts)
+	}
+	c.run(100 * time.Millisecond)
+	for _, id := range c.ids {
+		if id == m {
+			continue
+		}
+		n := 0
+		for _, e := range c.nodes[id].sm(1).execs {
+			if e.value == "in flight" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("node %d executed the write %d times, want once", id, n)
+		}
+	}
+}

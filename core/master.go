@@ -1,6 +1,7 @@
 package core
 
 import (
+	"fmt"
 	"slices"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
@@ -329,8 +330,10 @@ func (c *Core) QuorumLost() bool {
 	}
 	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 || c.ticks-c.leaderless < uint64(c.cfg.ElectionTicks) {
 		// A leader is heard, or a lease granted to a silent one is running
-		// out, or that just happened and an election is under way (the
-		// followers of a dead master did not talk to each other before).
+		// out (here, or on a peer that refused our prepare for it: noLead
+		// keeps leaderless from starting), or that just happened and an
+		// election is under way (the followers of a dead master did not
+		// talk to each other before).
 		return false
 	}
 	n := 1
@@ -340,6 +343,18 @@ func (c *Core) QuorumLost() bool {
 		}
 	}
 	return n < c.quorum
+}
+
+// QuorumInfo describes, for logs, what QuorumLost looked at.
+func (c *Core) QuorumInfo() string {
+	var heard []string
+	for _, p := range c.cfg.Peers {
+		if t, ok := c.heard[p]; ok && p != c.cfg.ID {
+			heard = append(heard, fmt.Sprintf("%d:%d", p, c.ticks-t))
+		}
+	}
+	return fmt.Sprintf("role=%v leader=%d hold=%d grant=%d(node %d) noLead=%d backoff=%d leaderless=%d ticks heard(ticks ago)=%v ballot=%v promised=%v",
+		c.role, c.leader, c.hold, c.grant.ticks, c.grant.node, c.noLead, c.backoff, c.ticks-c.leaderless, heard, c.ballot, c.promised)
 }
 
 // recentAcks counts this leader and the peers that acked it (heartbeats,
@@ -375,7 +390,7 @@ func (c *Core) tickMaster() {
 	if c.noLead > 0 {
 		c.noLead--
 	}
-	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 || c.role == leading {
+	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 || c.noLead > 0 || c.role == leading {
 		c.leaderless = c.ticks // not leaderless yet
 	}
 	switch c.role {

@@ -410,6 +410,44 @@ func TestQuorumLost(t *testing.T) {
 	}
 }
 
+// TestQuorumKeptWaitingOutPeerGrant: a node whose prepare a peer refused
+// for a lease it granted a (dead) master waits that grant out without
+// reporting its quorum lost (paxoskv answered 503 during failovers when
+// the peer's grant outlasted its own by more than an election timeout);
+// one election timeout after the wait it may.
+func TestQuorumKeptWaitingOutPeerGrant(t *testing.T) {
+	cfg := mtConfig(2, []uint64{1, 2, 3})
+	e := cfg.ElectionTicks
+	c := mtCore(t, cfg, State{})
+	var prep *pb.Message
+	for i := 0; i < 4*e && prep == nil; i++ {
+		c.Tick()
+		prep = mtFind(mtDrain(c), pb.MsgType_MSG_PREPARE)
+	}
+	if prep == nil {
+		t.Fatal("no prepare from a leaderless node")
+	}
+	wait := 3 * e // the grant node 3 still runs, in ticks
+	mtStep(t, c, &pb.Message{Type: pb.MsgType_MSG_REJECT, From: 3, Ballot: &pb.Ballot{Counter: 1, Node: 1}, Seq: 1, LeaseUs: uint64(wait) * mtTick})
+	for i := 1; i <= wait+e-2; i++ {
+		c.Tick()
+		if c.role == preparing {
+			break // the wait is over: it asks again
+		}
+		mtDrain(c)
+		if c.QuorumLost() {
+			t.Fatalf("QuorumLost %d ticks into waiting out node 3's grant of %d ticks", i, wait)
+		}
+	}
+	for i := 0; i < 4*e && !c.QuorumLost(); i++ {
+		c.Tick()
+		mtDrain(c)
+	}
+	if !c.QuorumLost() {
+		t.Fatal("never QuorumLost after the wait with no answer")
+	}
+}
+
 func TestQuorumLostLeader(t *testing.T) {
 	peers := []uint64{1, 2, 3}
 	c, _ := mtLeader(t, peers, 2)

@@ -100,6 +100,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -1552,6 +1553,7 @@ type opTrace struct {
 	get        bool
 	start, end time.Time
 	outcome    string // see outcome
+	body       string // the error an HTTP error answer carried
 }
 
 // tracer collects the requests of the kill-master phase.
@@ -1567,6 +1569,9 @@ func (s *soak) traced(get bool, start time.Time, err error) {
 		return
 	}
 	op := opTrace{get: get, start: start, end: time.Now(), outcome: outcome(err)}
+	if se := (*statusError)(nil); errors.As(err, &se) {
+		op.body = strings.TrimSpace(se.body)
+	}
 	tr.mu.Lock()
 	tr.ops = append(tr.ops, op)
 	tr.mu.Unlock()
@@ -1672,7 +1677,7 @@ func (s *soak) killMasterPhase() error {
 		// The last success before the kill, and how the requests that
 		// ended from the kill to the first success after it ended.
 		var lastOK time.Time
-		counts := map[string]int{}
+		counts, bodies := map[string]int{}, map[string]int{}
 		for _, op := range ops {
 			if op.get != kind.get {
 				continue
@@ -1682,6 +1687,9 @@ func (s *soak) killMasterPhase() error {
 			}
 			if op.end.After(killed) && !op.end.After(kind.ok) {
 				counts[op.outcome]++
+				if op.body != "" {
+					bodies[op.outcome+" "+op.body]++
+				}
 			}
 		}
 		var parts []string
@@ -1696,6 +1704,9 @@ func (s *soak) killMasterPhase() error {
 			kind.name, kind.ok.Sub(killed).Round(time.Millisecond), kind.ok.Sub(lastOK).Round(time.Millisecond))
 		fmt.Printf("kill-master: %ss that ended from the kill to then: %s (503: refused, not done; 504: timed out, outcome unknown)\n",
 			kind.name, strings.Join(parts, ", "))
+		for _, b := range slices.SortedFunc(maps.Keys(bodies), func(a, b string) int { return cmp.Compare(bodies[b], bodies[a]) }) {
+			fmt.Printf("kill-master:   %d× %s\n", bodies[b], b)
+		}
 	}
 	for _, c := range []struct {
 		name string
