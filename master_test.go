@@ -30,6 +30,14 @@ func (c *cluster) masterOf() uint64 {
 	return held[0]
 }
 
+// follower returns a node other than m.
+func (c *cluster) follower(m uint64) uint64 {
+	if c.ids[0] != m {
+		return c.ids[0]
+	}
+	return c.ids[1]
+}
+
 func (c *cluster) waitMaster(not uint64) uint64 {
 	c.t.Helper()
 	var m uint64
@@ -128,10 +136,7 @@ func TestMasterElected(t *testing.T) {
 func TestLinearizableReads(t *testing.T) {
 	c := newCluster(t, 3, 1, []uint32{1}, nil)
 	m := c.waitMaster(0)
-	f := c.ids[0]
-	if f == m {
-		f = c.ids[1]
-	}
+	f := c.follower(m)
 	inst := c.mustPropose(m, 0, "written", nil)
 	before := c.nodes[m].node.Stats().Proposals
 
@@ -173,10 +178,7 @@ func TestLinearizableReads(t *testing.T) {
 func TestNoQuorumFailsFast(t *testing.T) {
 	c := newCluster(t, 3, 1, []uint32{1}, nil)
 	m := c.waitMaster(0)
-	s := c.ids[0]
-	if s == m {
-		s = c.ids[1]
-	}
+	s := c.follower(m)
 	c.mustPropose(s, 0, "before", nil)
 	for _, id := range c.ids {
 		if id != s {
@@ -295,10 +297,7 @@ func TestSetMasterLease(t *testing.T) {
 func TestForwardedWriteSurvivesMasterCrash(t *testing.T) {
 	c := newCluster(t, 3, 1, []uint32{1}, nil)
 	m := c.waitMaster(0)
-	f := c.ids[0]
-	if f == m {
-		f = c.ids[1]
-	}
+	f := c.follower(m)
 	c.mustPropose(f, 0, "before", nil)
 	// The master hears the others, they no longer hear it: the forward
 	// arrives and goes no further.
