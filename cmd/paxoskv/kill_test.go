@@ -163,7 +163,11 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 	}
 	time.Sleep(2 * time.Second)
 	node3Down.Store(true)
+	last := nodeStatus(t, hc, procs[2].http)
 	procs[2].kill()
+	for _, g := range last.Groups {
+		t.Logf("node 3 just before its kill: group %d executed %d, chosen %d, checkpoint %d, master %d (version %d)", g.Group, g.Executed, g.Chosen, g.Checkpoint, g.Master, g.MasterVersion)
+	}
 	t.Logf("killed node 3 with SIGKILL")
 	time.Sleep(2 * time.Second)
 	if wantInstall {
