@@ -78,7 +78,9 @@ func threeNodes(sms func(id uint64) []paxos.StateMachine) ([]*paxos.Node, func()
 	}
 }
 
-// loopbackPeers gives nodes 1..n free loopback addresses.
+// loopbackPeers gives nodes 1..n distinct free loopback addresses (the
+// listeners stay open until all are taken: closed one by one, the system
+// may hand the same port out twice).
 func loopbackPeers(n int) (map[uint64]string, error) {
 	peers := map[uint64]string{}
 	for id := range uint64(n) {
@@ -86,8 +88,8 @@ func loopbackPeers(n int) (map[uint64]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		defer ln.Close()
 		peers[id+1] = ln.Addr().String()
-		ln.Close()
 	}
 	return peers, nil
 }
