@@ -83,23 +83,22 @@ func (n *Node) canCheckpoint(g *group) bool {
 // if there is one (g.ckpt.last), and records, per machine, the instance its
 // state covers: the log is replayed from the checkpoint on, and values a
 // machine's state already holds are skipped for it.
-func (n *Node) restoreGroup(g *group) error {
+func (n *Node) restoreGroup(g *group) (confs []core.Conf, err error) {
 	g.ckpt.skip = map[uint32]uint64{}
 	var at uint64
 	if n.canCheckpoint(g) {
-		var err error
 		if at, err = n.env.Checkpoints.Latest(g.id); err != nil {
-			return fmt.Errorf("group %d: newest checkpoint: %w", g.id, err)
+			return nil, fmt.Errorf("group %d: newest checkpoint: %w", g.id, err)
 		}
 	}
 	if at > 0 {
 		store := n.env.Checkpoints
 		meta, err := n.loadCheckpoint(g, at, true, func() (io.ReadCloser, error) { return store.Open(g.id, at) })
 		if err != nil {
-			return err
+			return nil, err
 		}
 		g.ckpt.setMarks(meta.marks)
-		g.version = meta.version
+		g.version, confs = meta.version, meta.confs
 		g.ckpt.last = at
 		if n.opts.hooks.OnRestore != nil {
 			n.opts.hooks.OnRestore(g.id, at)
@@ -112,7 +111,7 @@ func (n *Node) restoreGroup(g *group) error {
 		}
 		g.ckpt.skip[sm.SMID()] = covered
 	}
-	return nil
+	return confs, nil
 }
 
 // loadCheckpoint restores the group's checkpoint at instance into its
@@ -166,7 +165,7 @@ func (n *Node) maybeCheckpoint(g *group) {
 		views[i] = v
 	}
 	c.taking = true
-	store, machines, meta := n.env.Checkpoints, c.machines, ckptMeta{c.markList(), g.version}
+	store, machines, meta := n.env.Checkpoints, c.machines, ckptMeta{c.markList(), g.version, g.core.ConfsAt(at)}
 	n.env.Worker.Go(func() error {
 		w, err := store.Create(g.id, claimed)
 		if err != nil {
@@ -268,7 +267,7 @@ func (n *Node) finishInstall(g *group, at uint64, meta ckptMeta) {
 			upto = m.seq
 		}
 	}
-	g.core.Install(at, meta.version, upto)
+	g.core.Install(at, meta.version, upto, meta.confs)
 	g.core.Installing(0) // Install clears it too, unless the core had executed past at
 	c.last = max(c.last, at)
 	clear(c.skip)

@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+
+	"github.com/paxoskit/paxos/core"
+	pb "github.com/paxoskit/paxos/core/paxospb"
+	"google.golang.org/protobuf/proto"
 )
 
 // The checkpoint file of a group: the state of every state machine of the
@@ -18,6 +22,8 @@ import (
 //	'P' count(u32) (node(u64) boot(u64) seq(u64))*count version(u64): per
 //	    proposing node, its newest proposal executed up to the instance;
 //	    then the master version in force there (the newest master record)
+//	'M' a paxospb.ConfState: the configurations in force after the
+//	    instance (core.ConfsAt)
 //	then for each state machine, in header order: 'D'* (its bytes) 'E'
 //	'Z' size(u64) crc(u32): the length and CRC-32C of every byte before
 //	    this frame, so a copy can be checked whole without parsing it
@@ -42,6 +48,7 @@ type propMark struct{ node, boot, seq uint64 }
 type ckptMeta struct {
 	marks   []propMark
 	version uint64
+	confs   []core.Conf
 }
 
 // ErrBadCheckpoint means a checkpoint's bytes are corrupt or truncated, or
@@ -126,6 +133,13 @@ func writeCheckpoint(w io.Writer, group, instance uint64, meta ckptMeta, sms []C
 	}
 	p = binary.BigEndian.AppendUint64(p, meta.version)
 	if err := c.frame('P', p); err != nil {
+		return err
+	}
+	confs, err := proto.Marshal(core.ConfStatePB(meta.confs))
+	if err != nil {
+		return err
+	}
+	if err := c.frame('M', confs); err != nil {
 		return err
 	}
 	for i, sm := range sms {
@@ -287,6 +301,17 @@ func readCheckpoint(r io.Reader, group, instance uint64, sms []Checkpointer, res
 		meta.marks = append(meta.marks, propMark{binary.BigEndian.Uint64(q), binary.BigEndian.Uint64(q[8:]), binary.BigEndian.Uint64(q[16:])})
 	}
 	meta.version = binary.BigEndian.Uint64(q)
+	kind, p, err = c.next()
+	if err != nil {
+		return ckptMeta{}, err
+	}
+	st := &pb.ConfState{}
+	if kind != 'M' || proto.Unmarshal(p, st) != nil {
+		return ckptMeta{}, c.bad("no configurations")
+	}
+	if meta.confs, err = core.ConfsFromPB(st); err != nil {
+		return ckptMeta{}, c.bad("configurations: %v", err)
+	}
 	for _, sm := range sms {
 		c.kind, c.data = 0, nil
 		if err := restore(sm, c); err != nil {

@@ -173,7 +173,7 @@ func (m *strictSM) RestoreCheckpoint(group, instance uint64, r io.Reader) error 
 func TestCheckpointKindFlip(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789"), ckptFrameSize/5)
 	data := checkpointOf(t, []Checkpointer{&memSM{id: 1, state: big}, &memSM{id: 2, state: []byte("small")}})
-	off := len(ckptMagic) + (ckptHeader + 28) + (ckptHeader + 60) // magic, header and marks frames
+	off := len(ckptMagic) + (ckptHeader + 28) + (ckptHeader + 60) + ckptHeader // magic, header, marks and (empty) configurations frames
 	if data[off] != 'D' {
 		t.Fatalf("byte %d is %q, want the first data frame", off, data[off])
 	}

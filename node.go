@@ -117,7 +117,8 @@ func (n *Node) restore() error {
 	for gid := range uint64(opts.Groups) {
 		g := &group{id: gid, sms: slices.Clone(opts.StateMachines), pending: map[uint64]*proposal{}}
 		g.ckpt.machines = checkpointers(g.sms)
-		if err := n.restoreGroup(g); err != nil {
+		confs, err := n.restoreGroup(g)
+		if err != nil {
 			return fmt.Errorf("%w: %w", ErrStorage, err)
 		}
 		// The log is replayed from the checkpoint on, even where a durable
@@ -129,7 +130,7 @@ func (n *Node) restore() error {
 			return fmt.Errorf("%w: load group %d: %w", ErrStorage, gid, err)
 		}
 		st := core.SplitRecords(recs)
-		st.Base = base
+		st.Base, st.Confs, st.Version = base, confs, g.version
 		memTail := opts.hooks.MemTail
 		if memTail == 0 && opts.HoldCount > 0 {
 			memTail = min(opts.HoldCount, defaultMemTail) // never hold more in memory than on disk

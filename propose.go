@@ -3,6 +3,7 @@ package paxos
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
@@ -95,22 +96,34 @@ func (n *Node) propose(p *proposal, gid uint64, value []byte, smCtx *SMCtx, time
 	n.track(g, seq, p, timeout)
 }
 
-// admit checks a proposal and resolves its state machine.
-func (n *Node) admit(gid uint64, value []byte, smCtx *SMCtx) (g *group, smid uint32, ctx any, err error) {
+// admitAny checks what every proposal of group gid needs.
+func (n *Node) admitAny(gid uint64) (*group, error) {
 	if n.closed {
-		return nil, 0, nil, ErrClosed
+		return nil, ErrClosed
 	}
-	if g, err = n.group(gid); err != nil {
-		return nil, 0, nil, err
+	g, err := n.group(gid)
+	if err != nil {
+		return nil, err
 	}
-	switch {
-	case len(value) > n.opts.MaxValueSize:
-		return nil, 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), n.opts.MaxValueSize)
+	switch cf := g.core.Conf(); {
 	case len(g.pending) >= n.opts.MaxPending:
-		return nil, 0, nil, fmt.Errorf("%w: %d proposals pending in group %d", ErrOverloaded, len(g.pending), gid)
+		return nil, fmt.Errorf("%w: %d proposals pending in group %d", ErrOverloaded, len(g.pending), gid)
+	case !slices.Contains(cf.Members(), n.opts.MyNode):
+		return nil, fmt.Errorf("%w: removed from group %d by its configuration of version %d", ErrNotMember, gid, cf.Version)
 	case g.core.QuorumLost():
 		n.stats.noQuorum.Add(1)
-		return nil, 0, nil, fmt.Errorf("%w: group %d", ErrNoQuorum, gid)
+		return nil, fmt.Errorf("%w: group %d", ErrNoQuorum, gid)
+	}
+	return g, nil
+}
+
+// admit checks a proposal and resolves its state machine.
+func (n *Node) admit(gid uint64, value []byte, smCtx *SMCtx) (g *group, smid uint32, ctx any, err error) {
+	if len(value) > n.opts.MaxValueSize {
+		return nil, 0, nil, fmt.Errorf("%w: %d bytes, limit %d", ErrValueTooLarge, len(value), n.opts.MaxValueSize)
+	}
+	if g, err = n.admitAny(gid); err != nil {
+		return nil, 0, nil, err
 	}
 	if smCtx != nil {
 		smid, ctx = smCtx.SMID, smCtx.Ctx

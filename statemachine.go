@@ -126,6 +126,10 @@ func (n *Node) execute(g *group, e *pb.Entry) {
 	if mine {
 		p = n.untrack(g, v.Seq)
 	}
+	if v.Config != nil {
+		n.executeConf(g, e.Instance, p)
+		return
+	}
 	if v.Batch {
 		n.executeBatch(g, e.Instance, v.Data, p)
 		return

@@ -100,6 +100,7 @@ type groupStatus struct {
 	master, masterVersion            atomic.Uint64
 	isLeader, isMaster               atomic.Bool
 	queued, pending, mem, memBound   atomic.Int64
+	conf                             atomic.Pointer[Membership] // the newest configuration
 }
 
 // Status returns what this node knows about group; safe from any goroutine.
@@ -133,6 +134,10 @@ func (g *group) publish() {
 	s.mem.Store(int64(c.LogLen()))
 	s.memBound.Store(int64(c.LogBound()))
 	s.pending.Store(int64(len(g.pending)))
+	if cf := c.Conf(); s.conf.Load() == nil || s.conf.Load().Version != cf.Version {
+		m := membershipOf(cf)
+		s.conf.Store(&m)
+	}
 }
 
 // group returns the group with id gid.

@@ -105,13 +105,13 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	allMessages(c)
-	if c.Install(0, 0, 0) {
+	if c.Install(0, 0, 0, nil) {
 		t.Fatal("installed a checkpoint at instance 0")
 	}
-	if !c.Install(10, 0, 0) || c.Applied() != 10 || c.ChosenUpto() != 10 || c.LogStart() != 11 {
+	if !c.Install(10, 0, 0, nil) || c.Applied() != 10 || c.ChosenUpto() != 10 || c.LogStart() != 11 {
 		t.Fatalf("after Install(10): applied %d, chosen %d, log start %d", c.Applied(), c.ChosenUpto(), c.LogStart())
 	}
-	if c.Install(7, 0, 0) {
+	if c.Install(7, 0, 0, nil) {
 		t.Fatal("installed a checkpoint older than what was executed")
 	}
 	rd := c.Ready()

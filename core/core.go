@@ -34,7 +34,9 @@ const (
 	CanaryReadIndexNoRound            // a leader answers read index requests without a majority round
 	CanaryLeaseAfterQuorumLoss        // a master keeps its lease (and serves lease reads) after losing its quorum
 	CanaryNoFence                     // fences are ignored: leaders propose, and nodes execute, values sent to a master no longer in force
-	CanaryLast                 = CanaryNoFence
+	CanaryConfImmediate               // a configuration change governs the instance after the one that chose it, not ConfigDelay later
+	CanaryCountRemoved                // a leader counts the votes of nodes that are not voters of the instance's configuration
+	CanaryLast                 = CanaryCountRemoved
 )
 
 // MaxLag bounds how far past its chosen prefix a node stores or proposes
@@ -160,8 +162,7 @@ type LogRead struct {
 
 // Core is one group's Paxos node. It is not safe for concurrent use.
 type Core struct {
-	cfg    Config
-	quorum int
+	cfg Config
 
 	quietTicks int // leader: ticks since it last broadcast a heartbeat
 
@@ -201,8 +202,12 @@ type Core struct {
 	queue       []*pb.Value
 	bound       map[uint64]*pb.Value // instance -> our proposal sent there
 	sent        map[uint64]*pb.Value // seq -> our proposal forwarded or bound under a fence, not yet executed
+	confs       []Conf               // configurations from the one governing chosenUpto+1 (or older, still in memory) on; see membership.go
+	known       []uint64             // every member of confs: messages from others are refused
+	members     []uint64             // every member of the active configurations: broadcasts go to them
+	membersAt   uint64               // From of the first active configuration when members was computed
 	dead        []*pb.Value          // our proposals that can no longer be executed (see Dead)
-	version     uint64               // the newest master record handed out (or installed)
+	version     uint64               // the newest master record chosen (or installed): the master version at chosenUpto
 	seq         uint64
 	fwdSeen     map[origin]*seenWindow
 
@@ -249,6 +254,7 @@ type Core struct {
 type Stats struct {
 	Prepares, Promotions, StepDowns, Rejects, Forwards uint64
 	DroppedForwards, QuorumLosses                      uint64
+	ConfChanges, ConfRejects                           uint64
 	Chosen, Learned, Conflicts                         uint64
 }
 
@@ -263,6 +269,11 @@ type State struct {
 	// LogStart is the lowest instance whose value storage may still hold
 	// (the latest clean record); 0 or 1 when nothing was cleaned.
 	LogStart uint64
+	// Confs are the configurations the checkpoint at Base carries (see
+	// ConfsAt); nil: the group's first configuration, Config.Peers.
+	Confs []Conf
+	// Version is the master version in force at Base (the checkpoint's).
+	Version uint64
 }
 
 // SplitRecords turns a group's stored records, in write order, into a
@@ -306,13 +317,8 @@ func New(cfg Config, st State) (*Core, error) {
 		return nil, fmt.Errorf("%w: %w: the log was cleaned below instance %d but the checkpoint covers only up to %d", ErrCorruptState, ErrLogGap, st.LogStart, st.Base)
 	}
 	cfg.Peers = peers
-	quorum := len(peers)/2 + 1
-	if cfg.Canary == CanaryQuorumAll {
-		quorum = len(peers)
-	}
 	c := &Core{
 		cfg:      cfg,
-		quorum:   quorum,
 		log:      map[uint64]*pb.Entry{},
 		inflight: map[uint64]*inflight{},
 		bound:    map[uint64]*pb.Value{},
@@ -324,6 +330,12 @@ func New(cfg Config, st State) (*Core, error) {
 		heard:    map[uint64]uint64{},
 		memBase:  st.Base,
 		logStart: max(st.LogStart, 1),
+		version:  st.Version,
+	}
+	if len(st.Confs) > 0 {
+		c.setConfs(slices.Clone(st.Confs))
+	} else {
+		c.setConfs([]Conf{{From: 1, Voters: peers}})
 	}
 	if hs != nil {
 		c.promised = ballotOf(hs.Promised)
@@ -401,8 +413,9 @@ func New(cfg Config, st State) (*Core, error) {
 // ID returns this node's id.
 func (c *Core) ID() uint64 { return c.cfg.ID }
 
-// Members returns every voting member, this node included.
-func (c *Core) Members() []uint64 { return c.cfg.Peers }
+// Members returns the voters and followers of every configuration that
+// governs an instance from the chosen prefix on, this node included.
+func (c *Core) Members() []uint64 { return c.members }
 
 // Boot returns this incarnation's number; proposals carry it.
 func (c *Core) Boot() uint64 { return c.boot }
@@ -604,13 +617,13 @@ func (c *Core) validate(m *pb.Message) error {
 	if m.Group != c.cfg.Group || m.To != c.cfg.ID {
 		return fmt.Errorf("%w: group %d to %d, I am group %d node %d", ErrWrongGroup, m.Group, m.To, c.cfg.Group, c.cfg.ID)
 	}
-	if m.From == c.cfg.ID || !slices.Contains(c.cfg.Peers, m.From) {
+	if m.From == c.cfg.ID || !c.isMember(m.From) {
 		return fmt.Errorf("%w: node %d", ErrNotMember, m.From)
 	}
-	if m.Ballot != nil && m.Ballot.Node != 0 && !slices.Contains(c.cfg.Peers, m.Ballot.Node) {
+	if m.Ballot != nil && m.Ballot.Node != 0 && !c.isMember(m.Ballot.Node) && m.Type != pb.MsgType_MSG_REJECT {
 		return fmt.Errorf("%w: ballot of node %d", ErrNotMember, m.Ballot.Node)
 	}
-	if b := m.TransferFrom; b != nil && !slices.Contains(c.cfg.Peers, b.Node) {
+	if b := m.TransferFrom; b != nil && !c.isMember(b.Node) {
 		return fmt.Errorf("%w: transfer from node %d", ErrNotMember, b.Node)
 	}
 	if m.Instance > maxInstance || m.Stray > maxInstance {
@@ -632,15 +645,12 @@ func (c *Core) validate(m *pb.Message) error {
 		if e == nil || e.Instance == 0 || e.Instance > maxInstance || e.Value == nil {
 			return fmt.Errorf("%w: bad entry in %v", ErrInvalidMessage, m.Type)
 		}
-		if b := e.Ballot; b != nil && b.Node != 0 && !slices.Contains(c.cfg.Peers, b.Node) {
-			return fmt.Errorf("%w: entry ballot of node %d", ErrNotMember, b.Node)
-		}
 		if (e.ByBallot || !e.Chosen && m.Type != pb.MsgType_MSG_CHOSEN && m.Type != pb.MsgType_MSG_LEARN_RESP) && e.Ballot == nil {
 			return fmt.Errorf("%w: entry %d without ballot", ErrInvalidMessage, e.Instance)
 		}
 	}
 	for _, v := range m.Values {
-		if v == nil || !slices.Contains(c.cfg.Peers, v.Node) {
+		if v == nil || !c.isMember(v.Node) {
 			return fmt.Errorf("%w: bad forwarded value", ErrInvalidMessage)
 		}
 	}
@@ -788,6 +798,7 @@ func (c *Core) compact() {
 		c.memBase++
 		delete(c.log, c.memBase)
 	}
+	c.pruneConfs()
 }
 
 // Clean records that the log below instance below is no longer needed: a
@@ -812,10 +823,17 @@ func (c *Core) Clean(below uint64) {
 // version is the master version in force at the checkpoint, and upto the
 // newest proposal of this incarnation the checkpoint holds: proposals sent
 // under an older fence and not among those are dead (see Dead); the
-// outcome of the others up to upto is unknown here.
-func (c *Core) Install(at, version, upto uint64) bool {
+// outcome of the others up to upto is unknown here. confs are the
+// configurations the checkpoint carries (ConfsAt of its instance).
+func (c *Core) Install(at, version, upto uint64, confs []Conf) bool {
 	if at <= c.applied {
 		return false
+	}
+	if at > c.chosenUpto && len(confs) > 0 {
+		// The log up to at is not known here: the checkpoint's
+		// configurations are those in force after it.
+		c.setConfs(slices.Clone(confs))
+		c.membersAt = 0
 	}
 	for _, seq := range slices.Sorted(maps.Keys(c.sent)) {
 		switch {
@@ -901,7 +919,7 @@ func (c *Core) broadcast(m *pb.Message, self bool) {
 	if self {
 		c.send(&pb.Message{Type: m.Type, To: c.cfg.ID, Ballot: m.Ballot, Instance: m.Instance, Entries: m.Entries, Instances: m.Instances, Values: m.Values, TransferFrom: m.TransferFrom})
 	}
-	if len(c.cfg.Peers) > 1 {
+	if len(c.members) > 1 {
 		m.To = 0
 		c.send(m)
 	}

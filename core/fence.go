@@ -58,7 +58,6 @@ func (c *Core) handedOut(i uint64, v *pb.Value) {
 	switch {
 	case v == nil:
 	case v.Master:
-		c.version = i
 		if len(c.sent) == 0 {
 			return
 		}
@@ -97,5 +96,5 @@ func (c *Core) Dead() []*pb.Value {
 // Resend queues the data of dead proposal v again, as a new proposal, and
 // returns its sequence number (false if the queue is full).
 func (c *Core) Resend(v *pb.Value) (uint64, bool) {
-	return c.enqueue(&pb.Value{Smid: v.Smid, Data: v.Data, Batch: v.Batch})
+	return c.enqueue(&pb.Value{Smid: v.Smid, Data: v.Data, Batch: v.Batch, Config: v.Config})
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"slices"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
@@ -56,7 +57,7 @@ func (c *Core) settle(i uint64, v *pb.Value) {
 					return // given up already (Dead): it was sent again
 				}
 				delete(c.sent, bv.Seq)
-				bv = &pb.Value{Node: bv.Node, Boot: bv.Boot, Seq: bv.Seq, Smid: bv.Smid, Data: bv.Data, Batch: bv.Batch}
+				bv = &pb.Value{Node: bv.Node, Boot: bv.Boot, Seq: bv.Seq, Smid: bv.Smid, Data: bv.Data, Batch: bv.Batch, Config: bv.Config}
 			}
 			c.queue = append([]*pb.Value{bv}, c.queue...)
 		}
@@ -67,6 +68,17 @@ func (c *Core) advanceChosen() {
 	for e := c.log[c.chosenUpto+1]; e != nil && e.Chosen; e = c.log[c.chosenUpto+1] {
 		c.chosenUpto++
 		c.behind = false
+		switch v := e.Value; {
+		case v.Master:
+			c.version = c.chosenUpto
+		case v.Config != nil && !v.Noop && !Fenced(c.version, v):
+			c.chooseConf(c.chosenUpto, v)
+		}
+	}
+	if from := c.activeConfs()[0].From; from != c.membersAt {
+		c.membersAt = from
+		c.setConfs(c.confs) // the active set moved: recompute who gets broadcasts
+		c.leaveIfRemoved()
 	}
 }
 
@@ -126,11 +138,15 @@ func (c *Core) tickLearner() {
 }
 
 func (c *Core) randomPeer() uint64 {
-	if len(c.cfg.Peers) < 2 {
+	peers := c.members
+	if !slices.Contains(peers, c.cfg.ID) {
+		peers = append(slices.Clone(peers), c.cfg.ID)
+	}
+	if len(peers) < 2 {
 		return 0
 	}
-	k := c.cfg.Rand(len(c.cfg.Peers) - 1)
-	for _, p := range c.cfg.Peers {
+	k := c.cfg.Rand(len(peers) - 1)
+	for _, p := range peers {
 		if p == c.cfg.ID {
 			continue
 		}

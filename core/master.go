@@ -69,9 +69,10 @@ func (c *Core) granted(b Ballot, transfer *pb.Ballot) bool {
 	return transfer == nil || g.node == 0 || ballotOf(transfer) != g.ballot
 }
 
-// mayPrepare reports whether this node may start phase 1 now.
+// mayPrepare reports whether this node may start phase 1 now: it votes
+// in the newest configuration and holds off for no lease.
 func (c *Core) mayPrepare() bool {
-	return !c.granted(Ballot{Node: c.cfg.ID}, nil) && c.noLead == 0
+	return !c.granted(Ballot{Node: c.cfg.ID}, nil) && c.noLead == 0 && c.newestConf().IsVoter(c.cfg.ID)
 }
 
 // sendHeartbeat starts a heartbeat round: a new seq, the lease asked for,
@@ -148,15 +149,27 @@ func (c *Core) LeaseSeq() uint64 {
 	if c.role != leading {
 		return 0
 	}
-	seqs := make([]uint64, 0, len(c.cfg.Peers))
-	seqs = append(seqs, c.hbSeq)
-	for _, p := range c.cfg.Peers {
-		if p != c.cfg.ID {
-			seqs = append(seqs, c.acked[p])
+	// The highest seq a majority of every active configuration acked.
+	var low uint64
+	for k, cf := range c.activeConfs() {
+		seqs := make([]uint64, 0, len(cf.Voters))
+		for _, p := range cf.Voters {
+			if p == c.cfg.ID {
+				seqs = append(seqs, c.hbSeq)
+			} else {
+				seqs = append(seqs, c.acked[p])
+			}
+		}
+		slices.Sort(seqs)
+		need := len(seqs)/2 + 1
+		if c.cfg.Canary == CanaryQuorumAll {
+			need = len(seqs)
+		}
+		if s := seqs[len(seqs)-need]; k == 0 || s < low {
+			low = s
 		}
 	}
-	slices.Sort(seqs)
-	return seqs[len(seqs)-c.quorum]
+	return low
 }
 
 // MasterAt returns the instance of this leader's master record (its
@@ -298,7 +311,7 @@ func (c *Core) StepDown(ticks int) {
 // granted this leader let that prepare through. It reports false if this
 // node does not lead or to is not another member.
 func (c *Core) Transfer(to uint64) bool {
-	if c.role != leading || to == c.cfg.ID || !slices.Contains(c.cfg.Peers, to) {
+	if c.role != leading || to == c.cfg.ID || !c.newestConf().IsVoter(to) {
 		return false
 	}
 	b := c.ballot
@@ -326,7 +339,7 @@ func (c *Core) QuorumLost() bool {
 		return false
 	}
 	if c.role == leading {
-		return c.roleTicks > c.ackWindow() && c.recentAcks() < c.quorum
+		return c.roleTicks > c.ackWindow() && !c.recentAcks()
 	}
 	if c.leader != 0 || c.hold > 0 || c.grant.ticks > 0 || c.ticks-c.leaderless < uint64(c.cfg.ElectionTicks) {
 		// A leader is heard, or a lease granted to a silent one is running
@@ -336,19 +349,16 @@ func (c *Core) QuorumLost() bool {
 		// talk to each other before).
 		return false
 	}
-	n := 1
-	for _, p := range c.cfg.Peers {
-		if t, ok := c.heard[p]; ok && p != c.cfg.ID && c.ticks-t <= uint64(c.cfg.ElectionTicks) {
-			n++
-		}
-	}
-	return n < c.quorum
+	return !c.quorumAll(func(p uint64) bool {
+		t, ok := c.heard[p]
+		return p == c.cfg.ID || ok && c.ticks-t <= uint64(c.cfg.ElectionTicks)
+	})
 }
 
 // QuorumInfo describes, for logs, what QuorumLost looked at.
 func (c *Core) QuorumInfo() string {
 	var heard []string
-	for _, p := range c.cfg.Peers {
+	for _, p := range c.members {
 		if t, ok := c.heard[p]; ok && p != c.cfg.ID {
 			heard = append(heard, fmt.Sprintf("%d:%d", p, c.ticks-t))
 		}
@@ -357,17 +367,15 @@ func (c *Core) QuorumInfo() string {
 		c.role, c.leader, c.hold, c.grant.ticks, c.grant.node, c.noLead, c.backoff, c.ticks-c.leaderless, heard, c.ballot, c.promised)
 }
 
-// recentAcks counts this leader and the peers that acked it (heartbeats,
-// votes) within the lease.
-func (c *Core) recentAcks() int {
-	n := 1
+// recentAcks reports whether this leader and the peers that acked it
+// (heartbeats, votes) within the lease are a majority of every active
+// configuration.
+func (c *Core) recentAcks() bool {
 	window := uint64(c.ackWindow())
-	for _, p := range c.cfg.Peers {
-		if t, ok := c.ackTick[p]; ok && p != c.cfg.ID && c.ticks-t <= window {
-			n++
-		}
-	}
-	return n
+	return c.quorumAll(func(p uint64) bool {
+		t, ok := c.ackTick[p]
+		return p == c.cfg.ID || ok && c.ticks-t <= window
+	})
 }
 
 // ackWindow is how long a leader goes without a majority's acks before it
@@ -395,7 +403,7 @@ func (c *Core) tickMaster() {
 	}
 	switch c.role {
 	case leading:
-		if c.roleTicks > c.ackWindow() && c.recentAcks() < c.quorum && c.cfg.Canary != CanaryLeaseAfterQuorumLoss {
+		if c.roleTicks > c.ackWindow() && !c.recentAcks() && c.cfg.Canary != CanaryLeaseAfterQuorumLoss {
 			c.Stats.QuorumLosses++
 			c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
 		}

@@ -70,7 +70,7 @@ func (c *Core) onPromise(m *pb.Message) {
 			c.p1[e.Instance] = e
 		}
 	}
-	if len(c.promises) >= c.quorum {
+	if c.quorumAll(in(c.promises)) {
 		c.becomeLeader()
 	}
 }
@@ -109,6 +109,7 @@ func (c *Core) becomeLeader() {
 	for _, p := range c.promises {
 		c.ackTick[p] = c.ticks
 	}
+	c.fillToConf()
 	c.fillWindow()
 	c.sendHeartbeat()
 }
@@ -122,7 +123,7 @@ func (c *Core) propose(i uint64, v *pb.Value) {
 
 // fillWindow binds queued values to fresh instances while the window allows.
 func (c *Core) fillWindow() {
-	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 && !c.tooFar(c.next) {
+	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 && c.mayPropose(c.next) {
 		i := c.next
 		c.next++
 		if e := c.log[i]; i <= c.chosenUpto || e != nil && e.Chosen {
@@ -141,7 +142,7 @@ func (c *Core) fillWindow() {
 		c.bound[i] = v
 		c.propose(i, v)
 	}
-	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) == 0 && c.next <= c.fillTo && !c.tooFar(c.next) {
+	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) == 0 && c.next <= c.fillTo && c.mayPropose(c.next) {
 		i := c.next
 		c.next++
 		if e := c.log[i]; i <= c.chosenUpto || e != nil && e.Chosen {
@@ -161,7 +162,7 @@ func (c *Core) onAccepted(m *pb.Message) {
 			continue
 		}
 		f.acks = append(f.acks, m.From)
-		if len(f.acks) >= c.quorum {
+		if c.votesDecide(i, f.acks) {
 			c.Stats.Chosen++
 			c.learn(i, f.entry.Value)
 			// Followers that voted hold the value: send only its ballot.
@@ -261,8 +262,8 @@ func (c *Core) tickLeader() {
 			continue
 		}
 		f.age = 0
-		for _, p := range c.cfg.Peers {
-			if !slices.Contains(f.acks, p) {
+		for _, p := range c.confAt(i).Voters {
+			if p != c.cfg.ID && !slices.Contains(f.acks, p) {
 				if resend == nil {
 					resend = map[uint64][]*pb.Entry{}
 				}
@@ -270,7 +271,7 @@ func (c *Core) tickLeader() {
 			}
 		}
 	}
-	for _, p := range c.cfg.Peers {
+	for _, p := range c.members {
 		if es := resend[p]; len(es) > 0 {
 			c.send(&pb.Message{Type: pb.MsgType_MSG_ACCEPT, To: p, Ballot: c.ballot.pb(), Entries: es})
 		}

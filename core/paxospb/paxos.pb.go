@@ -194,7 +194,13 @@ type Value struct {
 	// value unless the newest master record executed before it is at fence:
 	// once a newer master record is executed, a value sent to an older master
 	// and not executed yet never will be, so its proposer may send it again.
-	Fence         uint64 `protobuf:"varint,9,opt,name=fence,proto3" json:"fence,omitempty"`
+	Fence uint64 `protobuf:"varint,9,opt,name=fence,proto3" json:"fence,omitempty"`
+	// config, when set, makes the value a configuration change: the group's
+	// whole new membership. Chosen at instance i, it governs instances from
+	// i + core.ConfigDelay on, if its expect is the version of the newest
+	// configuration chosen before it (compare and set); otherwise it changes
+	// nothing.
+	Config        *Membership `protobuf:"bytes,10,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +298,233 @@ func (x *Value) GetFence() uint64 {
 	return 0
 }
 
+func (x *Value) GetConfig() *Membership {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+// Member is one node of a group's configuration.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`          // where the transport reaches it ("" if the flags say)
+	Follower      bool                   `protobuf:"varint,3,opt,name=follower,proto3" json:"follower,omitempty"` // receives and executes every value, never votes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *Member) GetFollower() bool {
+	if x != nil {
+		return x.Follower
+	}
+	return false
+}
+
+// ConfState is a group's configurations as a checkpoint carries them: the
+// one in force after the checkpoint's instance and any chosen later.
+type ConfState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Confs         []*ConfEntry           `protobuf:"bytes,1,rep,name=confs,proto3" json:"confs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfState) Reset() {
+	*x = ConfState{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfState) ProtoMessage() {}
+
+func (x *ConfState) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfState.ProtoReflect.Descriptor instead.
+func (*ConfState) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ConfState) GetConfs() []*ConfEntry {
+	if x != nil {
+		return x.Confs
+	}
+	return nil
+}
+
+type ConfEntry struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          uint64                 `protobuf:"varint,1,opt,name=from,proto3" json:"from,omitempty"`       // the first instance it governs
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"` // the instance that chose it; 0: the group's first
+	Members       []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfEntry) Reset() {
+	*x = ConfEntry{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfEntry) ProtoMessage() {}
+
+func (x *ConfEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfEntry.ProtoReflect.Descriptor instead.
+func (*ConfEntry) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ConfEntry) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *ConfEntry) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ConfEntry) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Membership is a group's configuration as a change proposes it.
+type Membership struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Expect        uint64                 `protobuf:"varint,1,opt,name=expect,proto3" json:"expect,omitempty"` // the version (instance) of the configuration it replaces
+	Members       []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Membership) Reset() {
+	*x = Membership{}
+	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Membership) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Membership) ProtoMessage() {}
+
+func (x *Membership) ProtoReflect() protoreflect.Message {
+	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Membership.ProtoReflect.Descriptor instead.
+func (*Membership) Descriptor() ([]byte, []int) {
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Membership) GetExpect() uint64 {
+	if x != nil {
+		return x.Expect
+	}
+	return 0
+}
+
+func (x *Membership) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 // Batch is the data of a batched value; items execute in order.
 type Batch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -302,7 +535,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +547,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[2]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +560,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{2}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Batch) GetItems() []*BatchItem {
@@ -347,7 +580,7 @@ type BatchItem struct {
 
 func (x *BatchItem) Reset() {
 	*x = BatchItem{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +592,7 @@ func (x *BatchItem) String() string {
 func (*BatchItem) ProtoMessage() {}
 
 func (x *BatchItem) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[3]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +605,7 @@ func (x *BatchItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchItem.ProtoReflect.Descriptor instead.
 func (*BatchItem) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{3}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BatchItem) GetSmid() uint32 {
@@ -406,7 +639,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +651,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[4]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +664,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{4}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Entry) GetInstance() uint64 {
@@ -485,7 +718,7 @@ type HardState struct {
 
 func (x *HardState) Reset() {
 	*x = HardState{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +730,7 @@ func (x *HardState) String() string {
 func (*HardState) ProtoMessage() {}
 
 func (x *HardState) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[5]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +743,7 @@ func (x *HardState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HardState.ProtoReflect.Descriptor instead.
 func (*HardState) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{5}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HardState) GetPromised() *Ballot {
@@ -580,7 +813,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[6]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +825,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[6]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +838,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{6}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Message) GetType() MsgType {
@@ -770,7 +1003,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[7]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +1015,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[7]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +1028,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{7}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Record) GetGroup() uint64 {
@@ -839,7 +1072,7 @@ type Identity struct {
 
 func (x *Identity) Reset() {
 	*x = Identity{}
-	mi := &file_core_paxospb_paxos_proto_msgTypes[8]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +1084,7 @@ func (x *Identity) String() string {
 func (*Identity) ProtoMessage() {}
 
 func (x *Identity) ProtoReflect() protoreflect.Message {
-	mi := &file_core_paxospb_paxos_proto_msgTypes[8]
+	mi := &file_core_paxospb_paxos_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +1097,7 @@ func (x *Identity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Identity.ProtoReflect.Descriptor instead.
 func (*Identity) Descriptor() ([]byte, []int) {
-	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{8}
+	return file_core_paxospb_paxos_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Identity) GetNodeId() uint64 {
@@ -895,7 +1128,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x18core/paxospb/paxos.proto\x12\rpaxoskit.core\"6\n" +
 	"\x06Ballot\x12\x18\n" +
 	"\acounter\x18\x01 \x01(\x04R\acounter\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\x04R\x04node\"\xc1\x01\n" +
+	"\x04node\x18\x02 \x01(\x04R\x04node\"\xf4\x01\n" +
 	"\x05Value\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x10\n" +
@@ -905,7 +1138,23 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x04noop\x18\x06 \x01(\bR\x04noop\x12\x14\n" +
 	"\x05batch\x18\a \x01(\bR\x05batch\x12\x16\n" +
 	"\x06master\x18\b \x01(\bR\x06master\x12\x14\n" +
-	"\x05fence\x18\t \x01(\x04R\x05fence\"7\n" +
+	"\x05fence\x18\t \x01(\x04R\x05fence\x121\n" +
+	"\x06config\x18\n" +
+	" \x01(\v2\x19.paxoskit.core.MembershipR\x06config\"H\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
+	"\bfollower\x18\x03 \x01(\bR\bfollower\";\n" +
+	"\tConfState\x12.\n" +
+	"\x05confs\x18\x01 \x03(\v2\x18.paxoskit.core.ConfEntryR\x05confs\"j\n" +
+	"\tConfEntry\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\x04R\x04from\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12/\n" +
+	"\amembers\x18\x03 \x03(\v2\x15.paxoskit.core.MemberR\amembers\"U\n" +
+	"\n" +
+	"Membership\x12\x16\n" +
+	"\x06expect\x18\x01 \x01(\x04R\x06expect\x12/\n" +
+	"\amembers\x18\x02 \x03(\v2\x15.paxoskit.core.MemberR\amembers\"7\n" +
 	"\x05Batch\x12.\n" +
 	"\x05items\x18\x01 \x03(\v2\x18.paxoskit.core.BatchItemR\x05items\"3\n" +
 	"\tBatchItem\x12\x12\n" +
@@ -996,36 +1245,44 @@ func file_core_paxospb_paxos_proto_rawDescGZIP() []byte {
 }
 
 var file_core_paxospb_paxos_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_core_paxospb_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_core_paxospb_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_core_paxospb_paxos_proto_goTypes = []any{
-	(MsgType)(0),      // 0: paxoskit.core.MsgType
-	(*Ballot)(nil),    // 1: paxoskit.core.Ballot
-	(*Value)(nil),     // 2: paxoskit.core.Value
-	(*Batch)(nil),     // 3: paxoskit.core.Batch
-	(*BatchItem)(nil), // 4: paxoskit.core.BatchItem
-	(*Entry)(nil),     // 5: paxoskit.core.Entry
-	(*HardState)(nil), // 6: paxoskit.core.HardState
-	(*Message)(nil),   // 7: paxoskit.core.Message
-	(*Record)(nil),    // 8: paxoskit.core.Record
-	(*Identity)(nil),  // 9: paxoskit.core.Identity
+	(MsgType)(0),       // 0: paxoskit.core.MsgType
+	(*Ballot)(nil),     // 1: paxoskit.core.Ballot
+	(*Value)(nil),      // 2: paxoskit.core.Value
+	(*Member)(nil),     // 3: paxoskit.core.Member
+	(*ConfState)(nil),  // 4: paxoskit.core.ConfState
+	(*ConfEntry)(nil),  // 5: paxoskit.core.ConfEntry
+	(*Membership)(nil), // 6: paxoskit.core.Membership
+	(*Batch)(nil),      // 7: paxoskit.core.Batch
+	(*BatchItem)(nil),  // 8: paxoskit.core.BatchItem
+	(*Entry)(nil),      // 9: paxoskit.core.Entry
+	(*HardState)(nil),  // 10: paxoskit.core.HardState
+	(*Message)(nil),    // 11: paxoskit.core.Message
+	(*Record)(nil),     // 12: paxoskit.core.Record
+	(*Identity)(nil),   // 13: paxoskit.core.Identity
 }
 var file_core_paxospb_paxos_proto_depIdxs = []int32{
-	4,  // 0: paxoskit.core.Batch.items:type_name -> paxoskit.core.BatchItem
-	1,  // 1: paxoskit.core.Entry.ballot:type_name -> paxoskit.core.Ballot
-	2,  // 2: paxoskit.core.Entry.value:type_name -> paxoskit.core.Value
-	1,  // 3: paxoskit.core.HardState.promised:type_name -> paxoskit.core.Ballot
-	0,  // 4: paxoskit.core.Message.type:type_name -> paxoskit.core.MsgType
-	1,  // 5: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
-	5,  // 6: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
-	2,  // 7: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
-	1,  // 8: paxoskit.core.Message.transfer_from:type_name -> paxoskit.core.Ballot
-	6,  // 9: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
-	5,  // 10: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	6,  // 0: paxoskit.core.Value.config:type_name -> paxoskit.core.Membership
+	5,  // 1: paxoskit.core.ConfState.confs:type_name -> paxoskit.core.ConfEntry
+	3,  // 2: paxoskit.core.ConfEntry.members:type_name -> paxoskit.core.Member
+	3,  // 3: paxoskit.core.Membership.members:type_name -> paxoskit.core.Member
+	8,  // 4: paxoskit.core.Batch.items:type_name -> paxoskit.core.BatchItem
+	1,  // 5: paxoskit.core.Entry.ballot:type_name -> paxoskit.core.Ballot
+	2,  // 6: paxoskit.core.Entry.value:type_name -> paxoskit.core.Value
+	1,  // 7: paxoskit.core.HardState.promised:type_name -> paxoskit.core.Ballot
+	0,  // 8: paxoskit.core.Message.type:type_name -> paxoskit.core.MsgType
+	1,  // 9: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
+	9,  // 10: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
+	2,  // 11: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
+	1,  // 12: paxoskit.core.Message.transfer_from:type_name -> paxoskit.core.Ballot
+	10, // 13: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
+	9,  // 14: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_core_paxospb_paxos_proto_init() }
@@ -1039,7 +1296,7 @@ func file_core_paxospb_paxos_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_core_paxospb_paxos_proto_rawDesc), len(file_core_paxospb_paxos_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
