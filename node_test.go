@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/paxoskit/paxos"
+	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 	"github.com/paxoskit/paxos/env"
 	"github.com/paxoskit/paxos/internal/testhooks"
@@ -814,6 +815,7 @@ func TestErrors(t *testing.T) {
 			"no cluster id":       func(o *paxos.Options) { o.ClusterID = 0 },
 			"negative groups":     func(o *paxos.Options) { o.Groups = -1 },
 			"negative window":     func(o *paxos.Options) { o.Window = -1 },
+			"window too large":    func(o *paxos.Options) { o.Window = core.ConfigDelay + 1 },
 			"negative pending":    func(o *paxos.Options) { o.MaxPending = -3 },
 			"negative timeout":    func(o *paxos.Options) { o.ProposeTimeout = -time.Second },
 			"nil state machine":   func(o *paxos.Options) { o.StateMachines = []paxos.StateMachine{nil} },

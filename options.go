@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/paxoskit/paxos/core"
 	"github.com/paxoskit/paxos/env"
 	"github.com/paxoskit/paxos/internal/testhooks"
 )
@@ -29,7 +30,7 @@ type Options struct {
 
 	TickInterval   time.Duration // default 10ms; protocol timeouts count ticks
 	ProposeTimeout time.Duration // default 3s; the wait of a proposal whose context has no deadline
-	Window         int           // instances in flight per group; default 128
+	Window         int           // instances in flight per group; default 128, at most core.ConfigDelay (256)
 	MaxValueSize   int           // default 8 MiB
 	MaxPending     int           // proposals waiting per group; default 4096
 
@@ -148,6 +149,8 @@ func (o Options) Validate() error {
 	case o.Window < 0, o.MaxValueSize < 0, o.MaxPending < 0, o.BatchCount < 0, o.BatchBytes < 0:
 		return bad("negative size (Window %d, MaxValueSize %d, MaxPending %d, BatchCount %d, BatchBytes %d)",
 			o.Window, o.MaxValueSize, o.MaxPending, o.BatchCount, o.BatchBytes)
+	case o.Window > core.ConfigDelay:
+		return bad("Window %d above %d (core.ConfigDelay: a leader never runs further ahead of the chosen prefix, so that it knows each instance's configuration)", o.Window, core.ConfigDelay)
 	case o.CheckpointInterval < 0:
 		return bad("negative CheckpointInterval %d", o.CheckpointInterval)
 	case o.MaxClockDrift < 0 || o.MaxClockDrift >= 0.5:
