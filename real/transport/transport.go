@@ -10,8 +10,12 @@
 // that owns one outbound TCP connection and a bounded send queue. The
 // connection is dialed lazily on the first message, and after a failure it
 // is redialed with exponential backoff (50ms doubling to 2s, jittered).
-// While the peer is unreachable, messages wait in the queue until it is full;
-// further ones are dropped. Frames are written through a buffered writer that
+// While the peer is unreachable, every failed dial drops what waits in its
+// queue: the Paxos layer resends what still matters (accepts, learn
+// requests), and a peer back after an outage does not get a backlog of
+// stale messages (a restarted node once caught up from thousands of queued
+// chosen notices instead of the checkpoint its peers' cleaned logs called
+// for). Frames are written through a buffered writer that
 // is flushed only when the queue is momentarily empty, so bursts cost few
 // system calls. A write error (or the peer closing the connection) drops the
 // connection and the frames buffered in it; the next message redials. A
@@ -588,6 +592,7 @@ func (p *peer) dial(backoff *time.Duration) (*outConn, error) {
 		if t.closed.Load() {
 			return nil, ErrClosed
 		}
+		p.discardQueue()
 		*backoff = min(max(2**backoff, backoffMin), backoffMax)
 		sleep := *backoff/2 + rand.N(*backoff/2+1)
 		t.log.Debug("transport: dial failed", "peer", p.id, "addr", addr, "err", err, "retry_in", sleep)
@@ -600,6 +605,18 @@ func (p *peer) dial(backoff *time.Duration) (*outConn, error) {
 			timer.Stop()
 			*backoff = 0
 		case <-timer.C:
+		}
+	}
+}
+
+// discardQueue drops every message waiting for the (unreachable) peer.
+func (p *peer) discardQueue() {
+	for {
+		select {
+		case <-p.q:
+			p.t.queueDrops.Add(1)
+		default:
+			return
 		}
 	}
 }

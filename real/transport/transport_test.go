@@ -336,6 +336,37 @@ func TestSenderBeforeReceiver(t *testing.T) {
 	_ = b
 }
 
+// TestUnreachablePeerGetsNoBacklog: what waits for a peer that cannot be
+// dialed is dropped at each failed dial, so a peer that comes back gets
+// what is sent from then on, not a backlog of stale messages.
+func TestUnreachablePeerGetsNoBacklog(t *testing.T) {
+	addr := reservePort(t)
+	a, _ := newNode(t, Config{ID: 1, Peers: map[uint64]string{2: addr}})
+	var stale [][]byte
+	for i := range 100 {
+		msg := fmt.Appendf(nil, "stale %d", i)
+		stale = append(stale, msg)
+		a.Send(2, msg)
+	}
+	eventually(t, 5*time.Second, "the stale messages dropped", func() bool {
+		st := a.Stats()
+		return st.DialErrors >= 2 && st.QueueDrops >= 99
+	})
+	_, box := newNode(t, Config{ID: 2, ListenAddr: addr, Peers: known(1)})
+	fresh := []byte("fresh")
+	a.Send(2, fresh)
+	eventually(t, 5*time.Second, "the fresh message", func() bool { return box.has(fresh) })
+	n := 0
+	for _, m := range stale {
+		if box.has(m) {
+			n++
+		}
+	}
+	if n > 1 { // the one the sender held while dialing may go through
+		t.Fatalf("the peer got %d stale messages queued while it was unreachable", n)
+	}
+}
+
 func TestSetPeerMovesConnection(t *testing.T) {
 	a, _ := newNode(t, Config{ID: 1})
 	b1, box1 := newNode(t, Config{ID: 2, Peers: known(1)})
