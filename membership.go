@@ -92,12 +92,9 @@ func (n *Node) Membership(group uint64) (Membership, error) {
 // ErrConfigChanged if expect was not the newest version by then (nothing
 // changed), ErrInvalidMembership, or a proposal's errors.
 func (n *Node) ChangeMembership(ctx context.Context, group, expect uint64, members []Member) (Membership, error) {
-	m := &pb.Membership{Expect: expect}
-	for _, mb := range members {
-		m.Members = append(m.Members, &pb.Member{Id: mb.ID, Addr: mb.Addr, Follower: mb.Follower})
-	}
-	if _, err := core.ConfFromPB(m, 1); err != nil {
-		return Membership{}, fmt.Errorf("%w: %w", ErrInvalidMembership, err)
+	m, err := membershipPB(expect, members)
+	if err != nil {
+		return Membership{}, err
 	}
 	ch := make(chan outcome, 1)
 	p := &proposal{cb: func(r Result, err error) { ch <- outcome{r, err} }}
@@ -106,6 +103,38 @@ func (n *Node) ChangeMembership(ctx context.Context, group, expect uint64, membe
 		return Membership{}, err
 	}
 	return res.Value.(Membership), nil
+}
+
+// ChangeMembershipAsync is ChangeMembership that calls cb on the node's
+// loop with the outcome instead of waiting (Options.ProposeTimeout bounds
+// it). It never blocks.
+func (n *Node) ChangeMembershipAsync(group, expect uint64, members []Member, cb func(Membership, error)) {
+	m, err := membershipPB(expect, members)
+	if err != nil {
+		cb(Membership{}, err)
+		return
+	}
+	p := &proposal{cb: func(r Result, err error) {
+		if err != nil {
+			cb(Membership{}, err)
+			return
+		}
+		cb(r.Value.(Membership), nil)
+	}}
+	if !n.env.Loop.Post(func() { n.proposeConf(p, group, m, n.opts.ProposeTimeout) }) {
+		cb(Membership{}, ErrClosed)
+	}
+}
+
+func membershipPB(expect uint64, members []Member) (*pb.Membership, error) {
+	m := &pb.Membership{Expect: expect}
+	for _, mb := range members {
+		m.Members = append(m.Members, &pb.Member{Id: mb.ID, Addr: mb.Addr, Follower: mb.Follower})
+	}
+	if _, err := core.ConfFromPB(m, 1); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidMembership, err)
+	}
+	return m, nil
 }
 
 func (n *Node) proposeConf(p *proposal, gid uint64, m *pb.Membership, timeout time.Duration) {

@@ -224,6 +224,7 @@ type Core struct {
 	masterAt      uint64            // leader: instance of its master record
 	leaderVersion uint64            // follower: the master record of the leader it follows
 	fillTo        uint64            // leader: fill instances up to it with no-ops
+	confFill      uint64            // leader: fill instances up to it with no-ops at once (a configuration governs after it)
 	pendingReads  []readReq         // leader: read index requests awaiting their round
 	readRound     bool              // leader: a heartbeat round is wanted for reads
 	readStates    []ReadState       // answers not yet handed out

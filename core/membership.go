@@ -168,6 +168,9 @@ func (c *Core) setConfs(confs []Conf) {
 	for _, cf := range c.activeConfs() {
 		c.members = append(c.members, cf.Members()...)
 	}
+	if c.cfg.Canary == CanaryCountRemoved {
+		c.members = append(c.members, c.known...) // removed nodes get accepts, and their votes count
+	}
 	slices.Sort(c.known)
 	c.known = slices.Compact(c.known)
 	slices.Sort(c.members)
@@ -210,7 +213,7 @@ func (c *Core) chooseConf(i uint64, v *pb.Value) {
 // there too.
 func (c *Core) fillToConf() {
 	if from := c.newestConf().From; from > c.chosenUpto+1 {
-		c.fillTo = max(c.fillTo, from-1)
+		c.confFill = max(c.confFill, from-1)
 	}
 }
 
@@ -281,21 +284,30 @@ func (c *Core) votesDecide(i uint64, acks []uint64) bool {
 
 // mayPropose reports whether a leader may bind instance i now: not too far
 // past the chosen prefix, its configuration known (within ConfigDelay of
-// the prefix) and this node one of its voters.
+// the prefix), and this node a voter of it or of the newest configuration.
+// (Safety needs only the first two: a proposer need not vote. A leader
+// just added leads the instances before its configuration governs; one
+// removed stops where its removal governs.)
 func (c *Core) mayPropose(i uint64) bool {
 	if c.tooFar(i) || i > c.chosenUpto+ConfigDelay && c.cfg.Canary != CanaryConfImmediate {
 		return false
 	}
-	return c.confAt(i).IsVoter(c.cfg.ID)
+	return c.confAt(i).IsVoter(c.cfg.ID) || c.newestConf().IsVoter(c.cfg.ID)
 }
 
-// leaveIfRemoved makes a leader that is no voter of the configuration now
-// governing the next instance step down (for good: it starts no phase 1
-// while it is no voter of the newest configuration).
+// leaveIfRemoved makes a leader that votes in no configuration from the
+// next instance on step down (for good: it starts no phase 1 while it is
+// no voter of the newest configuration).
 func (c *Core) leaveIfRemoved() {
-	if c.role != follower && !c.confAt(c.chosenUpto+1).IsVoter(c.cfg.ID) {
-		c.becomeFollower(c.cfg.ElectionTicks)
+	if c.role == follower {
+		return
 	}
+	for _, cf := range c.activeConfs() {
+		if cf.IsVoter(c.cfg.ID) {
+			return
+		}
+	}
+	c.becomeFollower(c.cfg.ElectionTicks)
 }
 
 // ConfStatePB encodes confs for a checkpoint.

@@ -12,7 +12,7 @@ func (c *Core) becomeFollower(backoff int) {
 	}
 	c.role = follower
 	c.refuseReads()
-	c.fillTo = 0
+	c.fillTo, c.confFill = 0, 0
 	if c.leader == c.cfg.ID {
 		c.leader = 0 // it no longer leads; Leader reports none until it hears one
 	}
@@ -78,6 +78,16 @@ func (c *Core) onPromise(m *pb.Message) {
 // becomeLeader finishes phase 1: every open instance up to the highest one
 // reported gets the highest-ballot value accepted there, or a no-op.
 func (c *Core) becomeLeader() {
+	if top := max(c.p1Max, c.maxIndex); top > c.chosenUpto+ConfigDelay && c.cfg.Canary != CanaryConfImmediate {
+		// Instances were accepted past where this node knows their
+		// configuration (the chosen log up to top-ConfigDelay): learn
+		// first, then lead.
+		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
+		if p := c.randomPeer(); p != 0 {
+			c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: p, Instance: c.chosenUpto + 1})
+		}
+		return
+	}
 	c.role = leading
 	c.roleTicks = 0
 	c.leader = c.cfg.ID
@@ -142,7 +152,11 @@ func (c *Core) fillWindow() {
 		c.bound[i] = v
 		c.propose(i, v)
 	}
-	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) == 0 && c.next <= c.fillTo && c.mayPropose(c.next) {
+	// No-ops up to where a new configuration governs go out at once, past
+	// the window (at most ConfigDelay of them, in one ACCEPT): a change
+	// takes effect one round trip after it is chosen, even with Window 1.
+	for c.role == leading && (len(c.inflight) < c.cfg.Window || c.next <= c.confFill) && (len(c.queue) == 0 || c.next <= c.confFill) &&
+		c.next <= max(c.fillTo, c.confFill) && c.mayPropose(c.next) {
 		i := c.next
 		c.next++
 		if e := c.log[i]; i <= c.chosenUpto || e != nil && e.Chosen {

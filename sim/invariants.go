@@ -1,6 +1,8 @@
 package sim
 
 import (
+	"slices"
+
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
 )
@@ -26,15 +28,16 @@ func (r *run) quorum() int { return len(r.nodes)/2 + 1 }
 
 // checkDurableQuorum runs when instance i of group g is first executed.
 func (r *run) checkDurableQuorum(g, i uint64, v *pb.Value) {
-	held := 0
+	cf := r.confAt(g, i)
+	var held []uint64
 	for _, n := range r.nodes {
 		if e := n.disk.latest(g, i, n.disk.durable, nil); e != nil && core.SameProposal(e.Value, v) {
-			held++
+			held = append(held, n.id)
 		}
 	}
-	if held < r.quorum() {
-		r.failCheck("durable-quorum", "group %d instance %d executed with %v, but only %d synced disks hold it (quorum %d)",
-			g, i, v, held, r.quorum())
+	if !majority(cf.voters, func(id uint64) bool { return slices.Contains(held, id) }) {
+		r.failCheck("durable-quorum", "group %d instance %d executed with %v, but only the synced disks of %v hold it, no majority of its configuration's voters %v (version %d)",
+			g, i, v, held, cf.voters, cf.version)
 	}
 }
 
@@ -77,7 +80,7 @@ type phase1 struct {
 	reports   map[uint64]*pb.Entry // per instance: a chosen report, else the highest-ballot one
 	maxReport uint64
 	promisers []uint64 // remote promises counted, in delivery order
-	quorum    bool     // the proposer had a quorum of promises
+	quorum    bool     // the proposer finished phase 1 (it sent an ACCEPT of the ballot)
 	aborted   bool     // a promise showed it too far behind to lead
 }
 
@@ -122,7 +125,6 @@ func (r *run) notePrepare(n *simNode, m *pb.Message) {
 			p.report(own)
 		}
 	}
-	p.quorum = 1 >= r.quorum()
 	r.p1[key] = p
 }
 
@@ -155,16 +157,19 @@ func (r *run) noteDelivered(n *simNode, m *pb.Message) {
 		p.report(e)
 	}
 	p.promisers = append(p.promisers, m.From)
-	p.quorum = 1+len(p.promisers) >= r.quorum()
 }
 
 // checkAdoption runs for every ACCEPT: the values at instances phase 1
 // reported must be the ones phase 1 says.
 func (r *run) checkAdoption(n *simNode, m *pb.Message) {
 	p := r.p1[phase1Key{n.id, n.inc, m.Group, ballotOf(m.Ballot)}]
-	if p == nil || !p.quorum || p.aborted {
+	if p == nil || p.aborted {
 		return
 	}
+	// The first ACCEPT of the ballot shows phase 1 done: the promises
+	// delivered so far are those the proposer adopted from (a majority of
+	// each configuration it knows to govern; later ones it ignores).
+	p.quorum = true
 	for _, e := range m.Entries {
 		if e.Instance < p.from || e.Instance > p.maxReport {
 			continue

@@ -135,7 +135,7 @@ func (r *run) checkLeaseBound(n *simNode, g uint64, until time.Duration) {
 		return
 	}
 	h := r.round(n, g)
-	sent, ok := r.leaseBasis(n, h)
+	sent, ok := r.leaseBasis(n, g, h)
 	d := r.opts.maxClockDrift()
 	lease := r.opts.MasterLease
 	if lease == 0 {

@@ -96,6 +96,9 @@ type Options struct {
 	PauseRate   float64
 	MaxPause    time.Duration
 	ReadRate    float64
+	// ConfRate is how many membership changes per second clients ask for
+	// during the faults (see membership.go).
+	ConfRate float64
 	// ClockEdges puts every drifting clock at an edge of the bound, 1-d
 	// or 1+d: the worst case for leases, where the master's clock is slow
 	// and its followers' fast.
@@ -214,6 +217,12 @@ func Derive(seed uint64, nodes, groups int) Options {
 	o.MaxPause = time.Duration(float64(o.MasterLease) * (0.5 + 1.5*r.Float64())).Round(time.Millisecond)
 	o.ReadRate = r.Float64()
 	o.ClockEdges = r.Float64() < 0.5
+	// Membership changes, drawn after everything above. Not with a
+	// minority kept away through the liveness phase: the final
+	// configuration (every node a voter) could not be reached.
+	if x := some(0.5, 1); !o.MinorityDown {
+		o.ConfRate = x
+	}
 	return o
 }
 
@@ -229,7 +238,7 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, "  rare: late=%.4f flaps=%.2f/s recrash=%.2f minority-down=%v\n", o.LateRate, o.FlapRate, o.RecrashRate, o.MinorityDown)
 	fmt.Fprintf(&b, "  log: checkpoint-every=%d hold=%d memtail=%d ckpt-latency<=%v ckpt-crash=%.2f ckpt-errors=%.3f long-down=%v\n",
 		o.CheckpointInterval, o.HoldCount, o.MemTail, o.CkptLatency, o.CkptCrashRate, o.CkptErrorRate, o.LongDown)
-	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate)
+	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f membership-changes=%.2f/s", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate, o.ConfRate)
 	if o.DriftBeyondBound > 0 {
 		fmt.Fprintf(&b, " drift-beyond-bound=%.3f (nodes told %.3f)", o.DriftBeyondBound, o.maxClockDrift())
 	}

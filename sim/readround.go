@@ -63,7 +63,7 @@ func (r *run) noteRoundSent(n *simNode, m *pb.Message) {
 			return // a duplicate answer, or a request seen before a crash
 		}
 		delete(r.readReqs, k)
-		if !r.confirmed(n, h, base) && !r.opts.endToEnd {
+		if !r.confirmed(n, m.Group, h, base) && !r.opts.endToEnd {
 			r.failCheck("read-round", "node %d group %d answered node %d's read index request %d with index %d without a majority round after the request (heartbeats since: %d, acks %v)",
 				n.id, m.Group, m.To, m.Seq, m.Instance, len(h.sent)-base, h.acked)
 		}
@@ -101,7 +101,7 @@ func (r *run) noteRoundDelivered(n *simNode, m *pb.Message) {
 
 // confirmed reports whether a majority (the node itself included) acked a
 // heartbeat the node sent after its base-th one.
-func (r *run) confirmed(n *simNode, h *hbRound, base int) bool {
+func (r *run) confirmed(n *simNode, g uint64, h *hbRound, base int) bool {
 	if base >= len(h.sent) {
 		return false
 	}
@@ -119,13 +119,7 @@ func (r *run) confirmed(n *simNode, h *hbRound, base int) bool {
 			return false
 		}
 	}
-	votes := 1
-	for p, seq := range h.acked {
-		if p != n.id && seq >= first.seq {
-			votes++
-		}
-	}
-	return votes >= r.quorum()
+	return r.quorumOK(g, func(p uint64) bool { return p == n.id || h.acked[p] >= first.seq })
 }
 
 // readMark is where a client's read stands in its node's rounds when it
@@ -148,7 +142,7 @@ func (r *run) checkReadRound(n *simNode, inc, g uint64, mark readMark, invoked t
 	if h.gotResp && h.readResp >= invoked {
 		return
 	}
-	if !r.confirmed(n, h, mark.sent) {
+	if !r.confirmed(n, g, h, mark.sent) {
 		r.failCheck("read-round", "node %d group %d served a read index read (index %d) invoked at %v with neither a leader's answer nor a majority round of its own since (heartbeats since: %d, acks %v)",
 			n.id, g, index, invoked, len(h.sent)-mark.sent, h.acked)
 	}
@@ -157,19 +151,13 @@ func (r *run) checkReadRound(n *simNode, inc, g uint64, mark readMark, invoked t
 // leaseBasis returns the sender's clock when the newest heartbeat of the
 // node's current leadership that a majority (itself included) acked left,
 // and whether there is one.
-func (r *run) leaseBasis(n *simNode, h *hbRound) (time.Duration, bool) {
+func (r *run) leaseBasis(n *simNode, g uint64, h *hbRound) (time.Duration, bool) {
 	for i := len(h.sent) - 1; i >= 0; i-- { // newest first: few are unacked
 		s := h.sent[i]
 		if s.ballot != h.ballot {
 			continue
 		}
-		votes := 1
-		for p, seq := range h.acked {
-			if p != n.id && seq >= s.seq {
-				votes++
-			}
-		}
-		if votes >= r.quorum() {
+		if r.quorumOK(g, func(p uint64) bool { return p == n.id || h.acked[p] >= s.seq }) {
 			return s.clock, true
 		}
 	}

@@ -39,6 +39,7 @@ type Stats struct {
 	Reads, ReadsFailed, MasterPauses, Stalls      uint64
 	Syncs, Commits, Batches                       uint64
 	Resent, Fenced                                uint64
+	ConfTries, ConfChanges                        uint64
 	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
 	SimTime                                       time.Duration
 }
@@ -110,6 +111,7 @@ type run struct {
 	oracleSM  *kvsm.Machine            // the KV state machine fed the chosen log, in order
 	digests   [][]uint64               // per group, by instance: oracleSM's state digest after it
 	versions  []uint64                 // per group: the newest master record in the chosen log so far
+	confs     [][]oracleConf           // per group: the configurations the chosen log made (see membership.go)
 	open      map[int]string           // history id -> value, of operations without a known outcome
 	masters   map[uint64]*masterState  // per group: lease beliefs (lease.go)
 	maxAcked  map[uint64]uint64        // per group: highest instance acknowledged to a client
@@ -182,6 +184,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 		r.nodes = append(r.nodes, &simNode{id: uint64(i + 1), disk: disk{corruptRecord: -1}})
 	}
 	r.setClocks()
+	r.initConfs()
 	if opts.MinorityDown {
 		r.chooseMinority()
 	}
@@ -198,6 +201,7 @@ func Run(opts Options, trace io.Writer) (res *Result) {
 	r.scheduleFault(opts.ClockJumpRate, r.jumpClock)
 	r.scheduleFault(opts.FlapRate, r.flap)
 	r.scheduleFault(opts.PauseRate, r.pauseOne)
+	r.scheduleFault(opts.ConfRate, r.reconfigure)
 	if opts.LongDown {
 		r.w.at(r.w.between(r.healAt/10, r.healAt/4), r.longDown)
 	}
@@ -340,6 +344,9 @@ func (r *run) heal() {
 	}
 	r.keepAway()
 	r.healMasters()
+	if r.opts.ConfRate > 0 {
+		r.restoreVoters()
+	}
 }
 
 // onCommit is the oracle: every node's every executed instance passes here.
@@ -366,7 +373,9 @@ func (r *run) onCommit(n *simNode, g, i uint64, v *pb.Value) {
 	r.stats.Commits++
 	r.checkDurableQuorum(g, i, v)
 	if !v.Noop {
-		r.checkProposed(g, i, v)
+		if v.Config == nil {
+			r.checkProposed(g, i, v)
+		}
 		id := valueID{v.Node, v.Boot, v.Seq}
 		if at, dup := r.ids[g][id]; dup {
 			r.failCheck("validity", "group %d: proposal %v chosen at instances %d and %d", g, id, at, i)
@@ -390,7 +399,10 @@ func (r *run) advanceOracle(g uint64) {
 			// Sent to a master no longer in force: skipped by every node.
 			r.stats.Fenced++
 		}
-		if !v.Noop && !fenced {
+		if v.Config != nil && !v.Noop && !fenced {
+			r.noteConf(g, i, v)
+		}
+		if !v.Noop && !fenced && v.Config == nil {
 			items := [][]byte{v.Data}
 			if v.Batch {
 				b := &pb.Batch{}
