@@ -35,6 +35,8 @@ func TestCanaries(t *testing.T) {
 		{"read index answered without a majority round", core.CanaryReadIndexNoRound, "read-round", 30},
 		{"master keeps its lease after losing its quorum", core.CanaryLeaseAfterQuorumLoss, "lease-bound", 30},
 		{"values sent to a replaced master still execute", core.CanaryNoFence, "state", 150},
+		{"a configuration governs at once, not ConfigDelay later", core.CanaryConfImmediate, "lease-bound", 60},
+		{"a leader counts the votes of non-voters", core.CanaryCountRemoved, "durable-quorum", 60},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
