@@ -70,12 +70,34 @@ func (c *cluster) read(id uint64, mode paxos.ReadMode) *readOut {
 }
 
 // onLoop runs a blocking node call on another goroutine while the
-// harness's virtual time runs, and returns its error.
+// harness's virtual time runs, and returns its error. Virtual time stands
+// still until the call has posted its work to the node's loop (or ended):
+// a goroutine slow to start must not see seconds of virtual time pass.
 func (c *cluster) onLoop(call func() error) error {
 	c.t.Helper()
 	errc := make(chan error, 1)
+	c.mu.Lock()
+	posted := c.seq
+	c.mu.Unlock()
 	go func() { errc <- call() }()
 	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		select {
+		case err = <-errc:
+			return err
+		default:
+		}
+		c.mu.Lock()
+		moved := c.seq != posted
+		c.mu.Unlock()
+		if moved {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatal("a node call posted nothing to the loop in 10s")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
 	c.runUntil("a node call", 5*time.Second, func() bool {
 		select {
 		case err = <-errc:

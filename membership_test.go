@@ -70,6 +70,7 @@ func TestMembershipRemoveAndAdd(t *testing.T) {
 	c.waitMaster(0)
 	c.mustPropose(stay, 0, "without the removed node", nil)
 
+	t.Logf("t=%v before the stale change", c.now)
 	// A stale version changes nothing.
 	_, err = c.changeOn(stay, func(n *paxos.Node) (paxos.Membership, error) {
 		return n.ChangeMembership(context.Background(), 0, before.Version, []paxos.Member{{ID: 1}, {ID: 2}, {ID: 3}})

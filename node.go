@@ -136,7 +136,7 @@ func (n *Node) restore() error {
 			memTail = min(opts.HoldCount, defaultMemTail) // never hold more in memory than on disk
 		}
 		g.core, err = core.New(core.Config{
-			ID: opts.MyNode, Peers: opts.Nodes, Group: gid, Window: opts.Window,
+			ID: opts.MyNode, Peers: opts.Nodes, Join: opts.Join, Group: gid, Window: opts.Window,
 			MaxQueue: opts.MaxPending, MemTail: memTail, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
 			TickMicros: uint64(opts.TickInterval / time.Microsecond), LeaseMicros: uint64(opts.MasterLease / time.Microsecond),
 		}, st)

@@ -16,7 +16,14 @@ import (
 // real.RunNode(opts, cfg) is the one-call way to run a node.
 type Options struct {
 	MyNode    uint64   // this node's id, non-zero
-	Nodes     []uint64 // every voting member, including MyNode; no duplicates
+	Nodes     []uint64 // every voting member, including MyNode; no duplicates (with Join: the members to learn from)
+	// Join starts a node that its groups do not count as a member yet and
+	// whose configuration it does not know: it votes when asked, proposes
+	// nothing (ErrNotMember) and learns the configuration with the log
+	// (from the group's first value, or a checkpoint it installs). Add it
+	// with AddMember or AddFollower on a member. Nodes then lists the
+	// members to learn from.
+	Join bool
 	ClusterID uint64   // required, non-zero; recorded in storage on first start
 	Groups    int      // independent Paxos groups, numbered from 0; default 1
 
@@ -140,7 +147,7 @@ func (o Options) Validate() error {
 		return bad("node id 0 in Nodes %v", o.Nodes)
 	case len(slices.Compact(slices.Clone(nodes))) != len(nodes):
 		return bad("duplicate node id in Nodes %v", o.Nodes)
-	case !slices.Contains(nodes, o.MyNode):
+	case !o.Join && !slices.Contains(nodes, o.MyNode):
 		return fmt.Errorf("%w: %w: MyNode %d not in Nodes %v", ErrInvalidOptions, ErrNotMember, o.MyNode, o.Nodes)
 	case o.ClusterID == 0:
 		return bad("ClusterID is required (non-zero): nodes of one cluster share it, and it is recorded in storage")

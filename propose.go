@@ -106,6 +106,8 @@ func (n *Node) admitAny(gid uint64) (*group, error) {
 		return nil, err
 	}
 	switch cf := g.core.Conf(); {
+	case !g.core.ConfKnown():
+		return nil, fmt.Errorf("%w: joined group %d, whose configuration it has not learned yet", ErrNotMember, gid)
 	case len(g.pending) >= n.opts.MaxPending:
 		return nil, fmt.Errorf("%w: %d proposals pending in group %d", ErrOverloaded, len(g.pending), gid)
 	case !slices.Contains(cf.Members(), n.opts.MyNode):

@@ -182,8 +182,10 @@ func TestProductionEnv(t *testing.T) {
 	fresh := &counterSM{id: 1}
 	restarted := time.Now()
 	nodes[2] = start(3, fresh, &counterSM{id: 2})
-	if got := fresh.count(); got != had || had < 5 {
-		t.Fatalf("RunNode returned with %d values replayed, want the %d node 3 had executed", got, had)
+	// (Values executed just before Close whose chosen mark waited for a
+	// sync in flight are not replayed: they are learned again.)
+	if got := fresh.count(); got < 2 || got > had || had < 5 {
+		t.Fatalf("RunNode returned with %d values replayed, want 2 to the %d node 3 had executed", got, had)
 	}
 	deadline := restarted.Add(30 * time.Second)
 	for fresh.count() < 6+missed {

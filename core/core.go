@@ -55,7 +55,12 @@ const maxInstance = 1 << 48
 // Config configures one group's Core.
 type Config struct {
 	ID    uint64   // this node
-	Peers []uint64 // every voting member, including ID
+	Peers []uint64 // every voting member, including ID (with Join: the members it may talk to)
+	// Join starts a node that is not (yet) in the group's configuration
+	// and does not know it: it votes when asked, proposes and leads
+	// nothing, and takes the configuration from a checkpoint it installs
+	// or from the first master record of the log it learns.
+	Join bool
 	Group uint64
 
 	// Window is how many instances a leader keeps in flight; at least 1.
@@ -206,6 +211,7 @@ type Core struct {
 	known       []uint64             // every member of confs: messages from others are refused
 	members     []uint64             // every member of the active configurations: broadcasts go to them
 	membersAt   uint64               // From of the first active configuration when members was computed
+	confUnknown bool                 // joined: confs are a placeholder until the first master record or a checkpoint
 	dead        []*pb.Value          // our proposals that can no longer be executed (see Dead)
 	version     uint64               // the newest master record chosen (or installed): the master version at chosenUpto
 	seq         uint64
@@ -300,7 +306,7 @@ func SplitRecords(recs []*pb.Record) State {
 func New(cfg Config, st State) (*Core, error) {
 	hs, entries := st.HardState, st.Entries
 	cfg.setDefaults()
-	if cfg.ID == 0 || !slices.Contains(cfg.Peers, cfg.ID) {
+	if cfg.ID == 0 || !cfg.Join && !slices.Contains(cfg.Peers, cfg.ID) {
 		return nil, fmt.Errorf("%w: node %d is not among peers %v", ErrInvalidConfig, cfg.ID, cfg.Peers)
 	}
 	if cfg.Rand == nil {
@@ -333,9 +339,15 @@ func New(cfg Config, st State) (*Core, error) {
 		logStart: max(st.LogStart, 1),
 		version:  st.Version,
 	}
-	if len(st.Confs) > 0 {
+	switch {
+	case len(st.Confs) > 0:
 		c.setConfs(slices.Clone(st.Confs))
-	} else {
+	case cfg.Join:
+		// Not known yet: a configuration without voters, in which no
+		// quorum exists (see confUnknown).
+		c.confUnknown = true
+		c.setConfs([]Conf{{From: 1, Followers: peers}})
+	default:
 		c.setConfs([]Conf{{From: 1, Voters: peers}})
 	}
 	if hs != nil {
@@ -830,11 +842,12 @@ func (c *Core) Install(at, version, upto uint64, confs []Conf) bool {
 	if at <= c.applied {
 		return false
 	}
-	if at > c.chosenUpto && len(confs) > 0 {
+	if (at > c.chosenUpto || c.confUnknown) && len(confs) > 0 {
 		// The log up to at is not known here: the checkpoint's
 		// configurations are those in force after it.
 		c.setConfs(slices.Clone(confs))
 		c.membersAt = 0
+		c.confUnknown = false
 	}
 	for _, seq := range slices.Sorted(maps.Keys(c.sent)) {
 		switch {

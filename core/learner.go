@@ -71,6 +71,9 @@ func (c *Core) advanceChosen() {
 		switch v := e.Value; {
 		case v.Master:
 			c.version = c.chosenUpto
+			if c.confUnknown && v.Confs != nil && c.chosenUpto == 1 {
+				c.learnConfs(v.Confs)
+			}
 		case v.Config != nil && !v.Noop && !Fenced(c.version, v):
 			c.chooseConf(c.chosenUpto, v)
 		}

@@ -336,3 +336,22 @@ func ConfsFromPB(st *pb.ConfState) ([]Conf, error) {
 	}
 	return out, nil
 }
+
+// learnConfs ends a joined node's ignorance: the master record at instance
+// 1, a fresh group's first value, names its first configuration. (A later
+// record's list may miss changes chosen just before it: those are taken
+// from a checkpoint instead.)
+func (c *Core) learnConfs(st *pb.ConfState) {
+	confs, err := ConfsFromPB(st)
+	if err != nil || len(confs) == 0 {
+		return
+	}
+	c.confUnknown = false
+	c.setConfs(confs)
+	c.membersAt = 0
+}
+
+// ConfKnown reports whether this node knows its group's configuration (a
+// joined node does once it learned the first master record or installed
+// a checkpoint).
+func (c *Core) ConfKnown() bool { return !c.confUnknown }

@@ -113,7 +113,7 @@ func (c *Core) becomeLeader() {
 	// got chosen is below it, and its instance is this master's version.
 	c.masterAt = c.next
 	c.next++
-	c.propose(c.masterAt, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true, Master: true})
+	c.propose(c.masterAt, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true, Master: true, Confs: ConfStatePB(c.activeConfs())})
 	clear(c.acked)
 	clear(c.ackTick)
 	for _, p := range c.promises {

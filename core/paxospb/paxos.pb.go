@@ -200,7 +200,12 @@ type Value struct {
 	// i + core.ConfigDelay on, if its expect is the version of the newest
 	// configuration chosen before it (compare and set); otherwise it changes
 	// nothing.
-	Config        *Membership `protobuf:"bytes,10,opt,name=config,proto3" json:"config,omitempty"`
+	Config *Membership `protobuf:"bytes,10,opt,name=config,proto3" json:"config,omitempty"`
+	// confs, on a master record, are the configurations its proposer knew
+	// to govern from its chosen prefix on: a node that joins empty and
+	// learns the log from instance 1 takes the group's first configuration
+	// from the first master record.
+	Confs         *ConfState `protobuf:"bytes,11,opt,name=confs,proto3" json:"confs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,6 +306,13 @@ func (x *Value) GetFence() uint64 {
 func (x *Value) GetConfig() *Membership {
 	if x != nil {
 		return x.Config
+	}
+	return nil
+}
+
+func (x *Value) GetConfs() *ConfState {
+	if x != nil {
+		return x.Confs
 	}
 	return nil
 }
@@ -1128,7 +1140,7 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x18core/paxospb/paxos.proto\x12\rpaxoskit.core\"6\n" +
 	"\x06Ballot\x12\x18\n" +
 	"\acounter\x18\x01 \x01(\x04R\acounter\x12\x12\n" +
-	"\x04node\x18\x02 \x01(\x04R\x04node\"\xf4\x01\n" +
+	"\x04node\x18\x02 \x01(\x04R\x04node\"\xa4\x02\n" +
 	"\x05Value\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\x04R\x04node\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x10\n" +
@@ -1140,7 +1152,8 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"\x06master\x18\b \x01(\bR\x06master\x12\x14\n" +
 	"\x05fence\x18\t \x01(\x04R\x05fence\x121\n" +
 	"\x06config\x18\n" +
-	" \x01(\v2\x19.paxoskit.core.MembershipR\x06config\"H\n" +
+	" \x01(\v2\x19.paxoskit.core.MembershipR\x06config\x12.\n" +
+	"\x05confs\x18\v \x01(\v2\x18.paxoskit.core.ConfStateR\x05confs\"H\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1a\n" +
@@ -1264,25 +1277,26 @@ var file_core_paxospb_paxos_proto_goTypes = []any{
 }
 var file_core_paxospb_paxos_proto_depIdxs = []int32{
 	6,  // 0: paxoskit.core.Value.config:type_name -> paxoskit.core.Membership
-	5,  // 1: paxoskit.core.ConfState.confs:type_name -> paxoskit.core.ConfEntry
-	3,  // 2: paxoskit.core.ConfEntry.members:type_name -> paxoskit.core.Member
-	3,  // 3: paxoskit.core.Membership.members:type_name -> paxoskit.core.Member
-	8,  // 4: paxoskit.core.Batch.items:type_name -> paxoskit.core.BatchItem
-	1,  // 5: paxoskit.core.Entry.ballot:type_name -> paxoskit.core.Ballot
-	2,  // 6: paxoskit.core.Entry.value:type_name -> paxoskit.core.Value
-	1,  // 7: paxoskit.core.HardState.promised:type_name -> paxoskit.core.Ballot
-	0,  // 8: paxoskit.core.Message.type:type_name -> paxoskit.core.MsgType
-	1,  // 9: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
-	9,  // 10: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
-	2,  // 11: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
-	1,  // 12: paxoskit.core.Message.transfer_from:type_name -> paxoskit.core.Ballot
-	10, // 13: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
-	9,  // 14: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	4,  // 1: paxoskit.core.Value.confs:type_name -> paxoskit.core.ConfState
+	5,  // 2: paxoskit.core.ConfState.confs:type_name -> paxoskit.core.ConfEntry
+	3,  // 3: paxoskit.core.ConfEntry.members:type_name -> paxoskit.core.Member
+	3,  // 4: paxoskit.core.Membership.members:type_name -> paxoskit.core.Member
+	8,  // 5: paxoskit.core.Batch.items:type_name -> paxoskit.core.BatchItem
+	1,  // 6: paxoskit.core.Entry.ballot:type_name -> paxoskit.core.Ballot
+	2,  // 7: paxoskit.core.Entry.value:type_name -> paxoskit.core.Value
+	1,  // 8: paxoskit.core.HardState.promised:type_name -> paxoskit.core.Ballot
+	0,  // 9: paxoskit.core.Message.type:type_name -> paxoskit.core.MsgType
+	1,  // 10: paxoskit.core.Message.ballot:type_name -> paxoskit.core.Ballot
+	9,  // 11: paxoskit.core.Message.entries:type_name -> paxoskit.core.Entry
+	2,  // 12: paxoskit.core.Message.values:type_name -> paxoskit.core.Value
+	1,  // 13: paxoskit.core.Message.transfer_from:type_name -> paxoskit.core.Ballot
+	10, // 14: paxoskit.core.Record.hard_state:type_name -> paxoskit.core.HardState
+	9,  // 15: paxoskit.core.Record.entry:type_name -> paxoskit.core.Entry
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_core_paxospb_paxos_proto_init() }
