@@ -15,17 +15,17 @@ import (
 // The production environment (TCP, goleveldb) is built by package real:
 // real.RunNode(opts, cfg) is the one-call way to run a node.
 type Options struct {
-	MyNode    uint64   // this node's id, non-zero
-	Nodes     []uint64 // every voting member, including MyNode; no duplicates (with Join: the members to learn from)
+	MyNode uint64   // this node's id, non-zero
+	Nodes  []uint64 // every voting member, including MyNode; no duplicates (with Join: the members to learn from)
 	// Join starts a node that its groups do not count as a member yet and
 	// whose configuration it does not know: it votes when asked, proposes
 	// nothing (ErrNotMember) and learns the configuration with the log
 	// (from the group's first value, or a checkpoint it installs). Add it
 	// with AddMember or AddFollower on a member. Nodes then lists the
 	// members to learn from.
-	Join bool
-	ClusterID uint64   // required, non-zero; recorded in storage on first start
-	Groups    int      // independent Paxos groups, numbered from 0; default 1
+	Join      bool
+	ClusterID uint64 // required, non-zero; recorded in storage on first start
+	Groups    int    // independent Paxos groups, numbered from 0; default 1
 
 	// StateMachines run in every group. A proposal with a nil SMCtx goes
 	// to the first one.

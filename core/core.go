@@ -60,7 +60,7 @@ type Config struct {
 	// and does not know it: it votes when asked, proposes and leads
 	// nothing, and takes the configuration from a checkpoint it installs
 	// or from the first master record of the log it learns.
-	Join bool
+	Join  bool
 	Group uint64
 
 	// Window is how many instances a leader keeps in flight; at least 1.
