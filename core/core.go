@@ -231,6 +231,7 @@ type Core struct {
 	leaderVersion uint64            // follower: the master record of the leader it follows
 	fillTo        uint64            // leader: fill instances up to it with no-ops
 	confFill      uint64            // leader: fill instances up to it with no-ops at once (a configuration governs after it)
+	recordDue     bool              // leader: its master record (at masterAt) is not proposed yet
 	pendingReads  []readReq         // leader: read index requests awaiting their round
 	readRound     bool              // leader: a heartbeat round is wanted for reads
 	readStates    []ReadState       // answers not yet handed out

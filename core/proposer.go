@@ -12,7 +12,7 @@ func (c *Core) becomeFollower(backoff int) {
 	}
 	c.role = follower
 	c.refuseReads()
-	c.fillTo, c.confFill = 0, 0
+	c.fillTo, c.confFill, c.recordDue = 0, 0, false
 	if c.leader == c.cfg.ID {
 		c.leader = 0 // it no longer leads; Leader reports none until it hears one
 	}
@@ -113,7 +113,9 @@ func (c *Core) becomeLeader() {
 	// got chosen is below it, and its instance is this master's version.
 	c.masterAt = c.next
 	c.next++
-	c.propose(c.masterAt, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true, Master: true, Confs: ConfStatePB(c.activeConfs())})
+	// Past ConfigDelay beyond the chosen prefix (the instances recovered
+	// reach its end) the record waits until what it recovered is chosen.
+	c.recordDue = true
 	clear(c.acked)
 	clear(c.ackTick)
 	for _, p := range c.promises {
@@ -133,6 +135,10 @@ func (c *Core) propose(i uint64, v *pb.Value) {
 
 // fillWindow binds queued values to fresh instances while the window allows.
 func (c *Core) fillWindow() {
+	if c.recordDue && c.role == leading && (c.masterAt <= c.chosenUpto+ConfigDelay || c.cfg.Canary == CanaryConfImmediate) {
+		c.recordDue = false
+		c.propose(c.masterAt, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true, Master: true, Confs: ConfStatePB(c.activeConfs())})
+	}
 	for c.role == leading && len(c.inflight) < c.cfg.Window && len(c.queue) > 0 && c.mayPropose(c.next) {
 		i := c.next
 		c.next++

@@ -499,9 +499,13 @@ func (r *run) restart(n *simNode) {
 
 // nodeOptions are the Options every incarnation of node id starts with.
 func (r *run) nodeOptions(id uint64, e env.Env) paxos.Options {
-	ids := make([]uint64, len(r.nodes))
-	for i, m := range r.nodes {
-		ids[i] = m.id
+	// Every node starts with the first configuration's voters: the
+	// others' members, a spare's peers to learn from.
+	var ids []uint64
+	for _, m := range r.nodes {
+		if !r.spare(m.id) {
+			ids = append(ids, m.id)
+		}
 	}
 	return paxos.Options{
 		MyNode:         id,
@@ -519,8 +523,14 @@ func (r *run) nodeOptions(id uint64, e env.Env) paxos.Options {
 
 		MasterLease:   r.opts.MasterLease,
 		MaxClockDrift: r.opts.maxClockDrift(),
+
+		Join: r.spare(id),
 	}
 }
+
+// spare reports whether node id is one of the last Spares nodes: started
+// with Join, no member of the first configuration.
+func (r *run) spare(id uint64) bool { return id > uint64(len(r.nodes)-r.opts.Spares) }
 
 var discard = slog.New(slog.DiscardHandler)
 
@@ -542,6 +552,7 @@ func (r *run) tryMisconfigured(n *simNode, good paxos.Options) {
 		if bad.MyNode == n.id {
 			bad.Nodes = append(bad.Nodes, uint64(len(r.nodes))+1)
 		}
+		bad.Join = r.spare(bad.MyNode) // as that node would start
 	}
 	e := &nodeEnv{r: r, n: n, inc: n.inc}
 	bad.Env = env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: e.close}

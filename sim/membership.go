@@ -25,7 +25,9 @@ type oracleConf struct {
 func (r *run) initConfs() {
 	var all []uint64
 	for _, n := range r.nodes {
-		all = append(all, n.id)
+		if !r.spare(n.id) {
+			all = append(all, n.id)
+		}
 	}
 	r.confs = make([][]oracleConf, r.opts.Groups)
 	for g := range r.confs {

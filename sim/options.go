@@ -97,8 +97,10 @@ type Options struct {
 	MaxPause    time.Duration
 	ReadRate    float64
 	// ConfRate is how many membership changes per second clients ask for
-	// during the faults (see membership.go).
+	// during the faults (see membership.go); the last Spares nodes start
+	// with Join, outside the first configuration.
 	ConfRate float64
+	Spares   int
 	// ClockEdges puts every drifting clock at an edge of the bound, 1-d
 	// or 1+d: the worst case for leases, where the master's clock is slow
 	// and its followers' fast.
@@ -223,6 +225,11 @@ func Derive(seed uint64, nodes, groups int) Options {
 	if x := some(0.5, 1); !o.MinorityDown {
 		o.ConfRate = x
 	}
+	// Spares: nodes started empty with Join, not in the first
+	// configuration, added by the changes (and at heal).
+	if x := r.IntN(1 + o.Nodes/2); o.ConfRate > 0 {
+		o.Spares = x
+	}
 	return o
 }
 
@@ -238,7 +245,7 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, "  rare: late=%.4f flaps=%.2f/s recrash=%.2f minority-down=%v\n", o.LateRate, o.FlapRate, o.RecrashRate, o.MinorityDown)
 	fmt.Fprintf(&b, "  log: checkpoint-every=%d hold=%d memtail=%d ckpt-latency<=%v ckpt-crash=%.2f ckpt-errors=%.3f long-down=%v\n",
 		o.CheckpointInterval, o.HoldCount, o.MemTail, o.CkptLatency, o.CkptCrashRate, o.CkptErrorRate, o.LongDown)
-	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f membership-changes=%.2f/s", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate, o.ConfRate)
+	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f membership-changes=%.2f/s spares=%d", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate, o.ConfRate, o.Spares)
 	if o.DriftBeyondBound > 0 {
 		fmt.Fprintf(&b, " drift-beyond-bound=%.3f (nodes told %.3f)", o.DriftBeyondBound, o.maxClockDrift())
 	}
