@@ -176,3 +176,28 @@ func TestRemovedLeaderStepsDown(t *testing.T) {
 		}
 	}
 }
+
+// A preparing node that learns, from a promise, that it was removed stops
+// preparing, and the rest of the promise is ignored (it once panicked on
+// the phase 1 state its step-down had dropped: canary 18, seed 864).
+func TestPreparerLearnsItsRemoval(t *testing.T) {
+	c := mtCore(t, mtConfig(3, []uint64{1, 2, 3}), State{})
+	var prep *pb.Message
+	for i := 0; i < 50 && prep == nil; i++ {
+		c.Tick()
+		prep = mtFind(mtDrain(c), pb.MsgType_MSG_PREPARE)
+	}
+	if prep == nil {
+		t.Fatal("no prepare")
+	}
+	es := []*pb.Entry{{Instance: 1, Chosen: true, Value: &pb.Value{Node: 1, Boot: 1, Seq: 1, Config: voters(1, 2)}}}
+	for i := uint64(2); i <= ConfigDelay; i++ {
+		es = append(es, &pb.Entry{Instance: i, Chosen: true, Value: &pb.Value{Node: 1, Boot: 1, Noop: true}})
+	}
+	b := &pb.Ballot{Counter: 1, Node: 1}
+	es = append(es, &pb.Entry{Instance: ConfigDelay + 2, Ballot: b, Value: &pb.Value{Node: 1, Boot: 1, Seq: 2, Data: []byte("x")}})
+	mtStep(t, c, &pb.Message{Type: pb.MsgType_MSG_PROMISE, From: 1, Ballot: prep.Ballot, Entries: es})
+	if c.role != follower || c.ChosenUpto() != ConfigDelay || c.mayPrepare() {
+		t.Fatalf("after learning its removal: role %v, chosen %d, may prepare %v", c.role, c.ChosenUpto(), c.mayPrepare())
+	}
+}

@@ -64,6 +64,9 @@ func (c *Core) onPromise(m *pb.Message) {
 		c.p1Max = max(c.p1Max, e.Instance)
 		if e.Chosen {
 			c.learn(e.Instance, e.Value)
+			if c.role != preparing {
+				return // what it learned removed it from the group (leaveIfRemoved)
+			}
 			continue
 		}
 		if cur := c.p1[e.Instance]; cur == nil || ballotOf(cur.Ballot).Less(ballotOf(e.Ballot)) {
