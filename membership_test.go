@@ -128,3 +128,71 @@ func TestMembershipValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerJoinsAndIsPromoted: node 4 starts empty with Join: it
+// refuses proposals until it is added; added as a follower it learns the
+// configuration and every value and executes them, its loss changes
+// nothing for the voters, its vote never makes a majority, and promoted
+// it votes.
+func TestFollowerJoinsAndIsPromoted(t *testing.T) {
+	c := newCluster(t, 4, 1, []uint32{1}, func(o *paxos.Options) {
+		o.Nodes = []uint64{1, 2, 3}
+		o.Join = o.MyNode == 4
+	})
+	m := c.waitMaster(0)
+	c.mustPropose(m, 0, "before", nil)
+	r := c.propose(4, 0, "from the joiner", nil)
+	c.wait(r)
+	if !errors.Is(r.err, paxos.ErrNotMember) {
+		t.Fatalf("proposal on a node not added yet: %v, want ErrNotMember", r.err)
+	}
+	mb, err := c.changeOn(m, func(n *paxos.Node) (paxos.Membership, error) { return n.AddFollower(context.Background(), 0, 4, "") })
+	if err != nil || !slices.Equal(mb.Followers(), []uint64{4}) || !slices.Equal(mb.Voters(), []uint64{1, 2, 3}) {
+		t.Fatalf("AddFollower(4): %+v, %v", mb, err)
+	}
+	inst := c.mustPropose(m, 0, "after", nil)
+	c.runUntil("the follower to execute", 5*time.Second, func() bool {
+		now, _ := c.nodes[4].node.NowInstanceID(0)
+		return now > inst
+	})
+	if sm := c.nodes[4].sm(1); !hasValue(sm.execs, "before") || !hasValue(sm.execs, "after") {
+		t.Fatalf("follower executed %v", sm.execs)
+	}
+	if got, _ := c.nodes[4].node.Membership(0); got.Version != mb.Version {
+		t.Fatalf("follower knows membership %+v, want version %d", got, mb.Version)
+	}
+	// Its loss changes nothing.
+	c.crash(4)
+	c.mustPropose(m, 0, "without the follower", nil)
+	c.start(4)
+	// Its vote never makes a majority: with two voters down, nothing is
+	// chosen though the follower is up.
+	var down []uint64
+	for _, id := range []uint64{1, 2, 3} {
+		if id != m && len(down) < 2 {
+			down = append(down, id)
+		}
+	}
+	for _, id := range down {
+		c.crash(id)
+	}
+	r = c.propose(m, 0, "one voter and a follower", nil)
+	c.wait(r)
+	if r.err == nil {
+		t.Fatalf("chosen with one voter of three and the follower up: instance %d", r.inst)
+	}
+	for _, id := range down {
+		c.start(id)
+	}
+	c.waitMaster(0)
+	m = c.waitMaster(0)
+	prom, err := c.changeOn(m, func(n *paxos.Node) (paxos.Membership, error) { return n.PromoteFollower(context.Background(), 0, 4) })
+	if err != nil || !slices.Equal(prom.Voters(), []uint64{1, 2, 3, 4}) || len(prom.Followers()) != 0 {
+		t.Fatalf("PromoteFollower(4): %+v, %v", prom, err)
+	}
+	c.runUntil("the promotion to govern", 5*time.Second, func() bool {
+		now, _ := c.nodes[m].node.NowInstanceID(0)
+		return now >= prom.From
+	})
+	c.mustPropose(m, 0, "four voters", nil)
+}
