@@ -181,6 +181,7 @@ func (n *Node) publish() {
 		if !n.closed {
 			n.serveReads(g)
 			n.updateMaster(g)
+			n.updatePeers(g)
 		}
 		g.publish()
 	}

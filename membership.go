@@ -9,6 +9,7 @@ import (
 
 	"github.com/paxoskit/paxos/core"
 	pb "github.com/paxoskit/paxos/core/paxospb"
+	"github.com/paxoskit/paxos/env"
 )
 
 // Membership changes: a group's configuration (voters and followers)
@@ -227,6 +228,26 @@ func (n *Node) PromoteFollower(ctx context.Context, group, id uint64) (Membershi
 		ms[i].Follower = false
 		return ms, nil
 	})
+}
+
+// updatePeers hands the transport the addresses the group's newest
+// configuration names (a member added with an address, or moved), once
+// per configuration.
+func (n *Node) updatePeers(g *group) {
+	cf := g.core.Conf()
+	if g.peersVersion == cf.Version+1 {
+		return
+	}
+	g.peersVersion = cf.Version + 1
+	ps, ok := n.env.Transport.(env.PeerSetter)
+	if !ok {
+		return
+	}
+	for _, id := range cf.Members() {
+		if addr := cf.Addrs[id]; addr != "" && id != n.opts.MyNode {
+			ps.SetPeer(id, addr)
+		}
+	}
 }
 
 // executeConf ends the configuration change chosen at instance for its

@@ -146,10 +146,21 @@ func TestFollowerJoinsAndIsPromoted(t *testing.T) {
 	if !errors.Is(r.err, paxos.ErrNotMember) {
 		t.Fatalf("proposal on a node not added yet: %v, want ErrNotMember", r.err)
 	}
-	mb, err := c.changeOn(m, func(n *paxos.Node) (paxos.Membership, error) { return n.AddFollower(context.Background(), 0, 4, "") })
-	if err != nil || !slices.Equal(mb.Followers(), []uint64{4}) || !slices.Equal(mb.Voters(), []uint64{1, 2, 3}) {
+	mb, err := c.changeOn(m, func(n *paxos.Node) (paxos.Membership, error) {
+		return n.AddFollower(context.Background(), 0, 4, "10.0.0.4:7000")
+	})
+	if err != nil || !slices.Equal(mb.Followers(), []uint64{4}) || !slices.Equal(mb.Voters(), []uint64{1, 2, 3}) || mb.Members[3].Addr != "10.0.0.4:7000" {
 		t.Fatalf("AddFollower(4): %+v, %v", mb, err)
 	}
+	// The members' transports learn the new member's address.
+	c.runUntil("the members' transports to learn node 4's address", time.Second, func() bool {
+		for _, id := range []uint64{1, 2, 3} {
+			if c.nodes[id].addrs[4] != "10.0.0.4:7000" {
+				return false
+			}
+		}
+		return true
+	})
 	inst := c.mustPropose(m, 0, "after", nil)
 	c.runUntil("the follower to execute", 5*time.Second, func() bool {
 		now, _ := c.nodes[4].node.NowInstanceID(0)

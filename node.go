@@ -40,8 +40,11 @@ type group struct {
 	status   groupStatus
 	executed uint64 // every instance up to it is executed (or restored) here
 	version  uint64 // the newest master record executed (or restored) here: fenced values need it
-	ckpt     ckptState
-	master   masterState
+	// peersVersion is the configuration version (+1) whose addresses the
+	// transport was given.
+	peersVersion uint64
+	ckpt         ckptState
+	master       masterState
 }
 
 // RunNode starts a node on opts.Env. It checks the identity recorded in

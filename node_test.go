@@ -85,7 +85,8 @@ type hnode struct {
 	durable  int      // recs[:durable] survive a crash
 	sms      []*recSM // fresh per incarnation
 	commits  map[uint64][]uint64
-	ckpts    map[uint64]hckpt // per group: the newest committed checkpoint
+	ckpts    map[uint64]hckpt  // per group: the newest committed checkpoint
+	addrs    map[uint64]string // what the runtime told its transport (env.PeerSetter)
 }
 
 type hckpt struct {
@@ -276,6 +277,14 @@ func (e *nodeEnv) Post(f func()) bool {
 }
 
 func (e *nodeEnv) Start(recv func([]byte)) { e.recv = recv }
+
+// SetPeer records the address the runtime gave the transport.
+func (e *nodeEnv) SetPeer(id uint64, addr string) {
+	if e.h.addrs == nil {
+		e.h.addrs = map[uint64]string{}
+	}
+	e.h.addrs[id] = addr
+}
 
 func (e *nodeEnv) Identity() (*pb.Identity, error) { return e.h.identity, nil }
 

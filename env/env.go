@@ -49,6 +49,13 @@ type Transport interface {
 	Send(to uint64, msg []byte)
 }
 
+// PeerSetter is a Transport that reaches peers by address: the runtime
+// tells it the address a group's configuration names for a member (a
+// member added by a membership change, or one whose address changed).
+type PeerSetter interface {
+	SetPeer(id uint64, addr string)
+}
+
 // Storage is a node's durable log of records, shared by its groups, and
 // the identity of the node that owns it.
 //

@@ -171,7 +171,8 @@ type loopTransport struct {
 	loop *Loop
 }
 
-func (l loopTransport) Send(to uint64, msg []byte) { l.t.Send(to, msg) }
+func (l loopTransport) Send(to uint64, msg []byte)     { l.t.Send(to, msg) }
+func (l loopTransport) SetPeer(id uint64, addr string) { l.t.SetPeer(id, addr) }
 func (l loopTransport) Start(recv func(msg []byte)) {
 	l.t.Start(func(_ uint64, msg []byte) { l.loop.Post(func() { recv(msg) }) })
 }
