@@ -207,3 +207,58 @@ func TestFollowerJoinsAndIsPromoted(t *testing.T) {
 	})
 	c.mustPropose(m, 0, "four voters", nil)
 }
+
+// TestIdentityFollowsMembership: after a change, a node restarts with the
+// member list it first started with or with the configuration the log
+// decided; a list that is neither (a typo) is refused, nothing written.
+func TestIdentityFollowsMembership(t *testing.T) {
+	var nodes []uint64 // the member list the next start names, nil: the first one
+	c := newCluster(t, 3, 1, []uint32{1}, func(o *paxos.Options) {
+		if nodes != nil {
+			o.Nodes = nodes
+		}
+	})
+	m := c.waitMaster(0)
+	gone := uint64(3)
+	if m == gone {
+		gone = 2
+	}
+	got, err := c.changeOn(m, func(n *paxos.Node) (paxos.Membership, error) { return n.RemoveMember(context.Background(), 0, gone) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.runUntil("the removal to govern", 5*time.Second, func() bool {
+		now, _ := c.nodes[m].node.NowInstanceID(0)
+		return now >= got.From
+	})
+	c.mustPropose(m, 0, "after the change", nil) // its records synced cover the change's chosen mark
+	restartWith := func(id uint64, list []uint64) error {
+		c.crash(id)
+		h := c.nodes[id]
+		before := len(h.recs)
+		nodes = list
+		o := paxos.Options{MyNode: id, Nodes: list, ClusterID: 1, Groups: 1, StateMachines: []paxos.StateMachine{&recSM{smid: 1}}}
+		h.inc++
+		h.env = &nodeEnv{h: h, inc: h.inc}
+		o.Env = h.env.all()
+		n, err := paxos.RunNode(o)
+		if err != nil {
+			if len(h.recs) != before {
+				t.Errorf("refused start with %v wrote %d records", list, len(h.recs)-before)
+			}
+			return err
+		}
+		n.Close()
+		return nil
+	}
+	id := m
+	if err := restartWith(id, got.Voters()); err != nil {
+		t.Fatalf("restart with the voters the log decided %v: %v", got.Voters(), err)
+	}
+	if err := restartWith(id, []uint64{1, 2, 3}); err != nil {
+		t.Fatalf("restart with the first member list: %v", err)
+	}
+	if err := restartWith(id, []uint64{id}); !errors.Is(err, paxos.ErrIdentityMismatch) {
+		t.Fatalf("restart with the member list [%d]: %v, want ErrIdentityMismatch", id, err)
+	}
+}

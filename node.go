@@ -27,6 +27,7 @@ type Node struct {
 	warned  map[string]time.Duration // last WARN per kind, for rate limiting
 
 	stats     counters
+	ident     *pb.Identity // the identity storage recorded (see checkIdentity)
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -69,11 +70,21 @@ func runNode(opts Options) (*Node, error) {
 		return nil, fmt.Errorf("%w: Env needs Loop, Clock, Transport, Storage and Rand (real.Open builds one)", ErrInvalidOptions)
 	}
 	n := &Node{opts: opts.withDefaults(), env: opts.Env, warned: map[string]time.Duration{}}
-	if err := n.checkIdentity(); err != nil {
+	fresh, err := n.checkIdentity()
+	if err != nil {
 		return nil, err
 	}
 	if err := n.restore(); err != nil {
+		if !fresh && !slices.Equal(n.ident.Members, n.opts.Nodes) {
+			// The member list could not be checked: refuse it as such.
+			return nil, fmt.Errorf("%w (and restoring the groups to check it against their configurations failed: %w)", n.identityErr(n.ident, n.identity()), err)
+		}
 		return nil, err
+	}
+	if !fresh {
+		if err := n.checkMembers(); err != nil {
+			return nil, err
+		}
 	}
 	n.env.Transport.Start(n.receive)
 	if !n.env.Loop.Post(func() {
@@ -87,30 +98,58 @@ func runNode(opts Options) (*Node, error) {
 
 // identity is what this start claims to be.
 func (n *Node) identity() *pb.Identity {
-	return &pb.Identity{NodeId: n.opts.MyNode, ClusterId: n.opts.ClusterID, Members: n.opts.Nodes}
+	return &pb.Identity{NodeId: n.opts.MyNode, ClusterId: n.opts.ClusterID, Members: n.opts.Nodes, Joined: n.opts.Join}
 }
 
-// checkIdentity refuses storage recorded for another node, cluster or
-// member list; storage without an identity gets this one, durably, before
-// anything else is written.
-func (n *Node) checkIdentity() error {
+// checkIdentity refuses storage recorded for another node or cluster;
+// storage without an identity gets this one, durably, before anything
+// else is written (fresh). The recorded identity, not the flags, says
+// what the groups' first configuration was (n.ident); whether the flags'
+// member list fits the configuration the log decided is checked once the
+// groups are restored (checkMembers).
+func (n *Node) checkIdentity() (fresh bool, err error) {
 	want := n.identity()
 	have, err := n.env.Storage.Identity()
 	if err != nil {
-		return fmt.Errorf("%w: read identity: %w", ErrStorage, err)
+		return false, fmt.Errorf("%w: read identity: %w", ErrStorage, err)
 	}
 	if have == nil {
 		if err := n.env.Storage.SetIdentity(want); err != nil {
-			return fmt.Errorf("%w: record identity: %w", ErrStorage, err)
+			return false, fmt.Errorf("%w: record identity: %w", ErrStorage, err)
 		}
+		n.ident = want
+		return true, nil
+	}
+	n.ident = have
+	if n.opts.hooks.Canary == core.CanaryNoIdentityCheck {
+		n.ident = want
+	} else if have.NodeId != want.NodeId || have.ClusterId != want.ClusterId {
+		return false, n.identityErr(have, want)
+	}
+	return false, nil
+}
+
+func (n *Node) identityErr(have, want *pb.Identity) error {
+	return fmt.Errorf("%w: storage belongs to node %d of cluster %d with members %v; this start is node %d of cluster %d with members %v",
+		ErrIdentityMismatch, have.NodeId, have.ClusterId, have.Members, want.NodeId, want.ClusterId, want.Members)
+}
+
+// checkMembers refuses a restart whose member list (Options.Nodes) is
+// neither the one the node first started with nor, in some group, the
+// newest configuration the log decided (its voters, or all its members):
+// a typo in a peer list is caught even after membership changes, and an
+// operator may name the current members. Nothing was written yet.
+func (n *Node) checkMembers() error {
+	if n.opts.hooks.Canary == core.CanaryNoIdentityCheck || slices.Equal(n.ident.Members, n.opts.Nodes) {
 		return nil
 	}
-	mismatch := have.NodeId != want.NodeId || have.ClusterId != want.ClusterId || !slices.Equal(have.Members, want.Members)
-	if mismatch && n.opts.hooks.Canary != core.CanaryNoIdentityCheck {
-		return fmt.Errorf("%w: storage belongs to node %d of cluster %d with members %v; this start is node %d of cluster %d with members %v",
-			ErrIdentityMismatch, have.NodeId, have.ClusterId, have.Members, want.NodeId, want.ClusterId, want.Members)
+	for _, g := range n.groups {
+		cf := g.core.Conf()
+		if g.core.ConfKnown() && (slices.Equal(cf.Voters, n.opts.Nodes) || slices.Equal(cf.Members(), n.opts.Nodes)) {
+			return nil
+		}
 	}
-	return nil
+	return n.identityErr(n.ident, n.identity())
 }
 
 // restore builds every group's core from storage and executes the chosen
@@ -139,7 +178,7 @@ func (n *Node) restore() error {
 			memTail = min(opts.HoldCount, defaultMemTail) // never hold more in memory than on disk
 		}
 		g.core, err = core.New(core.Config{
-			ID: opts.MyNode, Peers: opts.Nodes, Join: opts.Join, Group: gid, Window: opts.Window,
+			ID: opts.MyNode, Peers: n.ident.Members, Join: n.ident.Joined, Group: gid, Window: opts.Window,
 			MaxQueue: opts.MaxPending, MemTail: memTail, Rand: n.env.Rand.IntN, Canary: opts.hooks.Canary,
 			TickMicros: uint64(opts.TickInterval / time.Microsecond), LeaseMicros: uint64(opts.MasterLease / time.Microsecond),
 		}, st)

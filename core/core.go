@@ -218,23 +218,24 @@ type Core struct {
 	fwdSeen     map[origin]*seenWindow
 
 	// Master state (master.go).
-	ticks         uint64            // ticks since start
-	grant         grant             // the lease this acceptor granted
-	hold          int               // ticks this restarted acceptor still supports no proposer
-	noLead        int               // ticks this node starts no phase 1 (it dropped mastership)
-	leaderless    uint64            // tick since which it follows no one, granted no one, holds not
-	hbSeq         uint64            // last heartbeat seq sent
-	acked         map[uint64]uint64 // leader: peer -> highest heartbeat seq acked under this ballot
-	ackTick       map[uint64]uint64 // leader: peer -> tick of its last ack or vote under this ballot
-	heard         map[uint64]uint64 // peer -> tick it was last heard from
-	masterAt      uint64            // leader: instance of its master record
-	leaderVersion uint64            // follower: the master record of the leader it follows
-	fillTo        uint64            // leader: fill instances up to it with no-ops
-	confFill      uint64            // leader: fill instances up to it with no-ops at once (a configuration governs after it)
-	recordDue     bool              // leader: its master record (at masterAt) is not proposed yet
-	pendingReads  []readReq         // leader: read index requests awaiting their round
-	readRound     bool              // leader: a heartbeat round is wanted for reads
-	readStates    []ReadState       // answers not yet handed out
+	ticks         uint64               // ticks since start
+	grant         grant                // the lease this acceptor granted
+	hold          int                  // ticks this restarted acceptor still supports no proposer
+	noLead        int                  // ticks this node starts no phase 1 (it dropped mastership)
+	leaderless    uint64               // tick since which it follows no one, granted no one, holds not
+	hbSeq         uint64               // last heartbeat seq sent
+	acked         map[uint64]uint64    // leader: peer -> highest heartbeat seq acked under this ballot
+	ackTick       map[uint64]uint64    // leader: peer -> tick of its last ack or vote under this ballot
+	heard         map[uint64]uint64    // peer -> tick it was last heard from
+	masterAt      uint64               // leader: instance of its master record
+	leaderVersion uint64               // follower: the master record of the leader it follows
+	fillTo        uint64               // leader: fill instances up to it with no-ops
+	confFill      uint64               // leader: fill instances up to it with no-ops at once (a configuration governs after it)
+	recordDue     bool                 // leader: its master record (at masterAt) is not proposed yet
+	deferred      map[uint64]*pb.Value // leader: values phase 1 recovered past ConfigDelay beyond the chosen prefix, proposed as it advances
+	pendingReads  []readReq            // leader: read index requests awaiting their round
+	readRound     bool                 // leader: a heartbeat round is wanted for reads
+	readStates    []ReadState          // answers not yet handed out
 
 	leader       uint64 // leader heard from recently, 0 if none
 	leaderBallot Ballot
@@ -331,6 +332,7 @@ func New(cfg Config, st State) (*Core, error) {
 		inflight: map[uint64]*inflight{},
 		bound:    map[uint64]*pb.Value{},
 		sent:     map[uint64]*pb.Value{},
+		deferred: map[uint64]*pb.Value{},
 		fwdSeen:  map[origin]*seenWindow{},
 		reading:  map[uint64]bool{},
 		acked:    map[uint64]uint64{},

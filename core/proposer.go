@@ -1,6 +1,7 @@
 package core
 
 import (
+	"maps"
 	"slices"
 
 	pb "github.com/paxoskit/paxos/core/paxospb"
@@ -13,6 +14,7 @@ func (c *Core) becomeFollower(backoff int) {
 	c.role = follower
 	c.refuseReads()
 	c.fillTo, c.confFill, c.recordDue = 0, 0, false
+	clear(c.deferred)
 	if c.leader == c.cfg.ID {
 		c.leader = 0 // it no longer leads; Leader reports none until it hears one
 	}
@@ -25,6 +27,8 @@ func (c *Core) becomeFollower(backoff int) {
 // startPrepare begins phase 1 with a ballot above every one seen. transfer
 // is the ballot of the leader that handed over to this node, if any.
 func (c *Core) startPrepare(transfer *pb.Ballot) {
+	clear(c.deferred)
+	c.recordDue = false
 	c.ballot = Ballot{Counter: max(c.maxSeen, c.promised.Counter) + 1, Node: c.cfg.ID}
 	c.maxSeen = c.ballot.Counter
 	c.role = preparing
@@ -81,16 +85,6 @@ func (c *Core) onPromise(m *pb.Message) {
 // becomeLeader finishes phase 1: every open instance up to the highest one
 // reported gets the highest-ballot value accepted there, or a no-op.
 func (c *Core) becomeLeader() {
-	if top := max(c.p1Max, c.maxIndex); top > c.chosenUpto+ConfigDelay && c.cfg.Canary != CanaryConfImmediate {
-		// Instances were accepted past where this node knows their
-		// configuration (the chosen log up to top-ConfigDelay): learn
-		// first, then lead.
-		c.becomeFollower(c.cfg.Rand(c.cfg.ElectionTicks) + 1)
-		if p := c.randomPeer(); p != 0 {
-			c.send(&pb.Message{Type: pb.MsgType_MSG_LEARN_REQ, To: p, Instance: c.chosenUpto + 1})
-		}
-		return
-	}
 	c.role = leading
 	c.roleTicks = 0
 	c.leader = c.cfg.ID
@@ -108,6 +102,12 @@ func (c *Core) becomeLeader() {
 		}
 		if v == nil {
 			v = &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true}
+		}
+		if i > c.chosenUpto+ConfigDelay && c.cfg.Canary != CanaryConfImmediate {
+			// Its configuration is not known here yet: proposed once the
+			// instances before it are chosen (fillWindow).
+			c.deferred[i] = v
+			continue
 		}
 		c.propose(i, v)
 	}
@@ -138,7 +138,18 @@ func (c *Core) propose(i uint64, v *pb.Value) {
 
 // fillWindow binds queued values to fresh instances while the window allows.
 func (c *Core) fillWindow() {
-	if c.recordDue && c.role == leading && (c.masterAt <= c.chosenUpto+ConfigDelay || c.cfg.Canary == CanaryConfImmediate) {
+	for c.role == leading && len(c.deferred) > 0 {
+		i := slices.Min(slices.Collect(maps.Keys(c.deferred)))
+		if i > c.chosenUpto+ConfigDelay {
+			break
+		}
+		v := c.deferred[i]
+		delete(c.deferred, i)
+		if e := c.log[i]; i > c.chosenUpto && (e == nil || !e.Chosen) {
+			c.propose(i, v)
+		}
+	}
+	if c.recordDue && c.role == leading && len(c.deferred) == 0 && (c.masterAt <= c.chosenUpto+ConfigDelay || c.cfg.Canary == CanaryConfImmediate) {
 		c.recordDue = false
 		c.propose(c.masterAt, &pb.Value{Node: c.cfg.ID, Boot: c.boot, Noop: true, Master: true, Confs: ConfStatePB(c.activeConfs())})
 	}

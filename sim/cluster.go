@@ -556,6 +556,11 @@ func (r *run) tryMisconfigured(n *simNode, good paxos.Options) {
 	}
 	e := &nodeEnv{r: r, n: n, inc: n.inc}
 	bad.Env = env.Env{Loop: e, Clock: e, Transport: e, Storage: e, Rand: e, Close: e.close}
+	// A refused start may restore its groups before it refuses (to check
+	// the member list against the configuration the log decided): give it
+	// a state machine of its own and no oracle hooks.
+	bad.StateMachines = []paxos.StateMachine{kvsm.New()}
+	testhooks.Attach(&bad, testhooks.Hooks{Canary: r.opts.Canary, MemTail: r.opts.MemTail})
 	before := n.disk.size
 	node, err := paxos.RunNode(bad)
 	r.stats.Misconfigured++

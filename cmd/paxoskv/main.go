@@ -7,6 +7,15 @@
 //	    --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data /tmp/kv1
 //	paxoskv demo   # three nodes in one process, prints curl commands
 //
+// Membership is administered over HTTP: GET /members shows every group's
+// configuration, POST /members adds, removes, replaces or promotes a node
+// in every group. A new node starts empty with --join, its --peers naming
+// itself and the members it learns from, and serves once a member added it:
+//
+//	paxoskv serve --join --id 4 --http 127.0.0.1:8004 \
+//	    --peers 4=127.0.0.1:7004,1=127.0.0.1:7001,2=127.0.0.1:7002 --data /tmp/kv4
+//	curl -X POST --data '{"op":"add","id":4,"addr":"127.0.0.1:7004"}' http://127.0.0.1:8001/members
+//
 // A linearizable GET is confirmed without a Paxos write: by the master's
 // lease or a read index round (?read=auto, lease or index; ?read=propose
 // keeps the older path through Paxos). Every answer names the master in
@@ -25,11 +34,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -74,7 +85,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   paxoskv serve --id N --http HOST:PORT --peers 1=HOST:PORT,2=... --data DIR [--listen HOST:PORT] [--groups G] [--timeout D]
-                [--cluster-id C] [--master-lease D] [--http-peers 1=HOST:PORT,2=... [--redirect]] [-v]
+                [--cluster-id C] [--master-lease D] [--http-peers 1=HOST:PORT,2=... [--redirect]] [--join] [-v]
   paxoskv demo [--dir DIR] [--groups G]`)
 	os.Exit(2)
 }
@@ -98,6 +109,10 @@ type nodeConfig struct {
 	// redirect answers writes on a follower with a 307 to the master's.
 	httpPeers map[uint64]string
 	redirect  bool
+	// join starts the node empty, outside its groups' configurations
+	// (Options.Join): peers then names this node and the members it
+	// learns from, and Options.Nodes is those members.
+	join bool
 }
 
 // startNode runs one paxoskv node and then, once the node has started, its
@@ -112,8 +127,9 @@ func startNode(c nodeConfig) (stop func(), err error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	node, err := real.RunNode(paxos.Options{
+	node, err := runNode(paxos.Options{
 		MyNode:        c.id,
+		Join:          c.join,
 		ClusterID:     c.clusterID,
 		Groups:        c.groups,
 		StateMachines: []paxos.StateMachine{sm},
@@ -150,15 +166,44 @@ func startNode(c nodeConfig) (stop func(), err error) {
 	}, nil
 }
 
+// runNode is real.RunNode, except for a joiner (opts.Join): cfg.Peers
+// names this node (its listen address) and the members it learns from,
+// while opts.Nodes must be those members alone, without this node, which
+// is no member yet. real.RunNode insists that Nodes be the ids of Peers,
+// so the joiner's environment is opened here and the node started on it.
+func runNode(opts paxos.Options, cfg real.Config) (*paxos.Node, error) {
+	if !opts.Join {
+		return real.RunNode(opts, cfg)
+	}
+	opts.Nodes = nil
+	for _, id := range slices.Sorted(maps.Keys(cfg.Peers)) {
+		if id != opts.MyNode {
+			opts.Nodes = append(opts.Nodes, id)
+		}
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.ID, cfg.ClusterID, cfg.Logger = opts.MyNode, opts.ClusterID, opts.Logger
+	e, err := real.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts.Env = e
+	return paxos.RunNode(opts) // closes e on error
+}
+
 // parseServe parses and checks the flags of paxoskv serve. Errors are
 // *cli.FlagError, or flag.ErrHelp for -h.
 func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	fs := flag.NewFlagSet("paxoskv serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	id := fs.Uint64("id", 0, "this node's id (a key of --peers)")
+	join := fs.Bool("join", false, "start this node empty, outside the configuration, to be added with POST /members on a member; "+
+		"--peers then names this node (its own Paxos address) and the members it learns from, not every node (restart it with the same flags)")
 	listen := fs.String("listen", "", "Paxos TCP address to listen on, HOST:PORT (default: this node's address in --peers; its host may be 0.0.0.0)")
 	httpAddr := fs.String("http", "", "HTTP API address, HOST:PORT")
-	peers := fs.String("peers", "", "every node: 1=HOST:PORT,2=HOST:PORT,...")
+	peers := fs.String("peers", "", "every node: 1=HOST:PORT,2=HOST:PORT,... (with --join: this node and the members to learn from)")
 	data := fs.String("data", "", "data directory")
 	groups := fs.Int("groups", 1, "Paxos groups (>= 1); keys map to groups by hash; every node must use the same number")
 	timeout := fs.Duration("timeout", 5*time.Second, "per-request timeout (> 0)")
@@ -198,6 +243,9 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	if _, ok := p[*id]; !ok {
 		return nodeConfig{}, cli.Errorf("--id %d is not in --peers", *id)
 	}
+	if *join && len(p) < 2 {
+		return nodeConfig{}, cli.Errorf("--join needs --peers to name this node and at least one member to learn from")
+	}
 	var hp map[uint64]string
 	if *httpPeers != "" {
 		if hp, err = parseHTTPPeers(*httpPeers, p); err != nil {
@@ -212,7 +260,7 @@ func parseServe(args []string, stderr io.Writer) (nodeConfig, error) {
 	return nodeConfig{
 		id: *id, listen: *listen, http: *httpAddr, peers: p, data: *data, groups: *groups, timeout: *timeout,
 		clusterID: *cluster, logger: logger, checkpoint: *checkpoint, hold: *hold,
-		masterLease: *lease, httpPeers: hp, redirect: *redirect,
+		masterLease: *lease, httpPeers: hp, redirect: *redirect, join: *join,
 	}, nil
 }
 
@@ -254,6 +302,9 @@ func serve(args []string) error {
 		listen = c.peers[c.id]
 	}
 	fmt.Printf("paxoskv node %d ready: paxos %s, http %s\n", c.id, listen, c.http)
+	if c.join {
+		fmt.Printf("paxoskv node %d joining: it serves once a member added it: POST /members {\"op\":\"add\",\"id\":%d,\"addr\":%q} on a member\n", c.id, c.id, c.peers[c.id])
+	}
 	<-sig
 	signal.Stop(sig) // a second Ctrl-C kills at once
 	stop()

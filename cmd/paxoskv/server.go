@@ -59,6 +59,9 @@ func (s *server) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", s.status)
 	mux.HandleFunc("/status", methodNotAllowed("GET, HEAD"))
+	mux.HandleFunc("GET /members", s.members)
+	mux.HandleFunc("POST /members", s.changeMembers)
+	mux.HandleFunc("/members", methodNotAllowed("GET, HEAD, POST"))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -177,7 +180,7 @@ func (s *server) put(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if s.redirected(w, r, k) {
+	if !s.member(w, s.groupOf(k)) || s.redirected(w, r, k) {
 		return
 	}
 	op := kvsm.Op{Kind: kvsm.Put, Key: k}
@@ -252,6 +255,9 @@ func (s *server) get(w http.ResponseWriter, r *http.Request) {
 		}
 		mode = m
 	}
+	if !s.member(w, s.groupOf(k)) {
+		return
+	}
 	var res kvsm.Result
 	switch {
 	case stale:
@@ -287,7 +293,7 @@ func (s *server) del(w http.ResponseWriter, r *http.Request) {
 	if _, ok := query(w, r); !ok {
 		return
 	}
-	if s.redirected(w, r, k) {
+	if !s.member(w, s.groupOf(k)) || s.redirected(w, r, k) {
 		return
 	}
 	res, ok := s.run(w, r, kvsm.Op{Kind: kvsm.Delete, Key: k})
@@ -313,6 +319,12 @@ type groupStatus struct {
 	Master        uint64 `json:"master"`         // 0: none known
 	MasterVersion uint64 `json:"master_version"` // the instance at which it became master
 	IsMaster      bool   `json:"is_master"`      // this node holds the lease
+	// The group's newest configuration as this node knows it (see GET
+	// /members) and whether this node is in it.
+	ConfigVersion uint64   `json:"config_version"`
+	Voters        []uint64 `json:"voters"`
+	Followers     []uint64 `json:"followers"`
+	Member        bool     `json:"member"`
 }
 
 // nodeStats is paxos.Stats with JSON names.
@@ -370,12 +382,19 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 			writeError(w, statusOf(err), err.Error())
 			return
 		}
+		m, err := s.node.Membership(g)
+		if err != nil {
+			writeError(w, statusOf(err), err.Error())
+			return
+		}
 		out.Groups = append(out.Groups, groupStatus{
 			Group: g, Leader: st.Leader, IsLeader: st.IsLeader, BallotCounter: st.BallotCounter,
 			Chosen: st.Chosen, Executed: st.Executed, LogStart: st.LogStart, Checkpoint: st.Checkpoint,
 			InMemory: st.InMemory, MemoryBound: st.MemoryBound,
 			Queued: st.Queued, Pending: st.Pending,
 			Master: st.Master, MasterVersion: st.MasterVersion, IsMaster: st.IsMaster,
+			ConfigVersion: m.Version, Voters: nonNil(m.Voters()), Followers: nonNil(m.Followers()),
+			Member: m.Has(s.node.MyNodeID()),
 		})
 	}
 	st := s.node.Stats()
@@ -483,16 +502,20 @@ func writeFailure(w http.ResponseWriter, err error) {
 	writeError(w, statusOf(err), err.Error())
 }
 
-// statusOf maps a Propose, Read or state machine error to an HTTP status.
-// A timeout comes first: wrapped with ErrNoQuorum it means the write was
-// sent and its outcome is unknown (504), where ErrNoQuorum alone means
-// nothing was started (503).
+// statusOf maps a Propose, Read, membership change or state machine error
+// to an HTTP status. A timeout comes first: wrapped with ErrNoQuorum it
+// means the write was sent and its outcome is unknown (504), where
+// ErrNoQuorum alone means nothing was started (503).
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, paxos.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
-	case errors.Is(err, paxos.ErrNoQuorum), errors.Is(err, paxos.ErrNotMaster):
+	case errors.Is(err, paxos.ErrNoQuorum), errors.Is(err, paxos.ErrNotMaster), errors.Is(err, paxos.ErrNotMember):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, paxos.ErrInvalidMembership):
+		return http.StatusBadRequest
+	case errors.Is(err, paxos.ErrConfigChanged):
+		return http.StatusConflict
 	case errors.Is(err, paxos.ErrValueTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, kvsm.ErrBadOp):

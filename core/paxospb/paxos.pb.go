@@ -1074,10 +1074,13 @@ func (x *Record) GetCleanBelow() uint64 {
 // Identity is what a data directory records about the node that owns it,
 // on its first start; every later start must present the same.
 type Identity struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	ClusterId     uint64                 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Members       []uint64               `protobuf:"varint,3,rep,packed,name=members,proto3" json:"members,omitempty"` // sorted voting member ids
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	ClusterId uint64                 `protobuf:"varint,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Members   []uint64               `protobuf:"varint,3,rep,packed,name=members,proto3" json:"members,omitempty"` // sorted voting member ids: the first configuration (with joined: the members it learned from)
+	// joined: the node started with Options.Join; it learns its groups'
+	// first configuration, members is not one.
+	Joined        bool `protobuf:"varint,4,opt,name=joined,proto3" json:"joined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1131,6 +1134,13 @@ func (x *Identity) GetMembers() []uint64 {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *Identity) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
 }
 
 var File_core_paxospb_paxos_proto protoreflect.FileDescriptor
@@ -1215,12 +1225,13 @@ const file_core_paxospb_paxos_proto_rawDesc = "" +
 	"hard_state\x18\x02 \x01(\v2\x18.paxoskit.core.HardStateR\thardState\x12*\n" +
 	"\x05entry\x18\x03 \x01(\v2\x14.paxoskit.core.EntryR\x05entry\x12\x1f\n" +
 	"\vclean_below\x18\x04 \x01(\x04R\n" +
-	"cleanBelow\"\\\n" +
+	"cleanBelow\"t\n" +
 	"\bIdentity\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\x04R\tclusterId\x12\x18\n" +
-	"\amembers\x18\x03 \x03(\x04R\amembers*\xda\x02\n" +
+	"\amembers\x18\x03 \x03(\x04R\amembers\x12\x16\n" +
+	"\x06joined\x18\x04 \x01(\bR\x06joined*\xda\x02\n" +
 	"\aMsgType\x12\x0f\n" +
 	"\vMSG_UNKNOWN\x10\x00\x12\x0f\n" +
 	"\vMSG_PREPARE\x10\x01\x12\x0f\n" +
