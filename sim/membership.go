@@ -44,19 +44,22 @@ func (r *run) noteConf(g, i uint64, v *pb.Value) {
 		return
 	}
 	var voters []uint64
-	seen := map[uint64]bool{}
+	seen, followers := map[uint64]bool{}, 0
 	for _, m := range v.Config.Members {
 		if m == nil || m.Id == 0 || seen[m.Id] {
 			return
 		}
 		seen[m.Id] = true
-		if !m.Follower {
+		if m.Follower {
+			followers++
+		} else {
 			voters = append(voters, m.Id)
 		}
 	}
 	if len(voters) == 0 {
 		return
 	}
+	r.stats.ConfFollowers += uint64(followers)
 	slices.Sort(voters)
 	r.confs[g] = append(hist, oracleConf{from: i + core.ConfigDelay, version: i, voters: voters})
 	r.stats.ConfChanges++
@@ -129,8 +132,15 @@ func (r *run) reconfigure() {
 	}
 	k := len(r.nodes)/2 + 1 + r.w.rng.IntN(len(r.nodes)-len(r.nodes)/2)
 	var members []paxos.Member
-	for _, i := range r.w.rng.Perm(len(r.nodes))[:k] {
-		members = append(members, paxos.Member{ID: r.nodes[i].id})
+	for j, i := range r.w.rng.Perm(len(r.nodes)) {
+		switch {
+		case j < k:
+			members = append(members, paxos.Member{ID: r.nodes[i].id})
+		case r.opts.Followers && (j-k)%2 == 0:
+			// Every other one of the rest follows: it learns and never
+			// votes.
+			members = append(members, paxos.Member{ID: r.nodes[i].id, Follower: true})
+		}
 	}
 	r.stats.ConfTries++
 	r.w.tracef("n%d g%d asks for voters %v (version %d)", n.id, g, members, cur.Version)

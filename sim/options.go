@@ -101,6 +101,8 @@ type Options struct {
 	// with Join, outside the first configuration.
 	ConfRate float64
 	Spares   int
+	// Followers makes some of the nodes a change leaves out followers.
+	Followers bool
 	// ClockEdges puts every drifting clock at an edge of the bound, 1-d
 	// or 1+d: the worst case for leases, where the master's clock is slow
 	// and its followers' fast.
@@ -230,6 +232,7 @@ func Derive(seed uint64, nodes, groups int) Options {
 	if x := r.IntN(1 + o.Nodes/2); o.ConfRate > 0 {
 		o.Spares = x
 	}
+	o.Followers = r.Float64() < 0.5 && o.ConfRate > 0
 	return o
 }
 
@@ -245,7 +248,7 @@ func (o Options) String() string {
 	fmt.Fprintf(&b, "  rare: late=%.4f flaps=%.2f/s recrash=%.2f minority-down=%v\n", o.LateRate, o.FlapRate, o.RecrashRate, o.MinorityDown)
 	fmt.Fprintf(&b, "  log: checkpoint-every=%d hold=%d memtail=%d ckpt-latency<=%v ckpt-crash=%.2f ckpt-errors=%.3f long-down=%v\n",
 		o.CheckpointInterval, o.HoldCount, o.MemTail, o.CkptLatency, o.CkptCrashRate, o.CkptErrorRate, o.LongDown)
-	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f membership-changes=%.2f/s spares=%d", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate, o.ConfRate, o.Spares)
+	fmt.Fprintf(&b, "  master: lease=%v pauses=%.2f/s maxpause=%v reads=%.2f membership-changes=%.2f/s spares=%d followers=%v", o.MasterLease, o.PauseRate, o.MaxPause, o.ReadRate, o.ConfRate, o.Spares, o.Followers)
 	if o.DriftBeyondBound > 0 {
 		fmt.Fprintf(&b, " drift-beyond-bound=%.3f (nodes told %.3f)", o.DriftBeyondBound, o.maxClockDrift())
 	}

@@ -17,7 +17,6 @@ var regressions = []struct {
 	{6327, 3, "a late answer to a read index request of an earlier incarnation confirmed a read of the restarted node (read ids now carry the boot)"},
 	{638, 5, "a checkpoint whose data frame kind was flipped to end frame (D to E) was refused with the state machine's error, not ErrBadCheckpoint"},
 	{202, 3, "a proposal given up after a master change and sent again came back from a deposed leader's queue, was stamped with a new fence and executed twice"},
-	{775, 0, "membership: every candidate refused to lead past ConfigDelay while the instances up to it were accepted, never chosen (a leader's no-op fill, then its crash): the master record now waits, the recovered instances do not"},
 	{7262, 3, "membership: candidates refused to lead over instances accepted past ConfigDelay beyond their chosen prefix, which only phase 1 could get chosen (a leader that knew more crashed): such values are now proposed as the prefix advances"},
 	{794, 3, "a read index request retried while the first copy was pending got a second answer from the first copy's round, older than the retry (pending requests are now deduplicated)"},
 }

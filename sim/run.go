@@ -39,7 +39,7 @@ type Stats struct {
 	Reads, ReadsFailed, MasterPauses, Stalls      uint64
 	Syncs, Commits, Batches                       uint64
 	Resent, Fenced                                uint64
-	ConfTries, ConfChanges                        uint64
+	ConfTries, ConfChanges, ConfFollowers         uint64
 	Ops, OpsOK, OpsUnknown, OpsNeverExecuted      uint64
 	SimTime                                       time.Duration
 }

@@ -58,16 +58,17 @@ func (s *Stats) Add(o Stats) {
 	s.Resent += o.Resent
 	s.ConfTries += o.ConfTries
 	s.ConfChanges += o.ConfChanges
+	s.ConfFollowers += o.ConfFollowers
 	s.Fenced += o.Fenced
 	s.MaxInMemory = max(s.MaxInMemory, o.MaxInMemory)
 	s.MaxLiveBytes = max(s.MaxLiveBytes, o.MaxLiveBytes)
 }
 
 func (s Stats) String() string {
-	return fmt.Sprintf("ops=%d ok=%d unknown=%d never-executed=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d storage-errors=%d corruptions=%d corruptions-refused=%d drifting-clocks=%d clock-jumps=%d minority-kept-away=%d late-redeliveries=%d flaps=%d re-leads=%d led-after-cut-off=%d same-counter-prepares=%d quick-recrashes=%d | log: long-downs=%d checkpoints=%d restores=%d transfers=%d installs=%d ckpt-crashes=%d ckpt-errors=%d storage-reads=%d max-disk-bytes=%d max-in-memory=%d | master: pauses=%d master-pauses=%d stalls=%d master-changes=%d reads=%d reads-failed=%d lease-reads=%d index-reads=%d resent=%d fenced=%d | membership: asked=%d changed=%d",
+	return fmt.Sprintf("ops=%d ok=%d unknown=%d never-executed=%d commits=%d batches=%d events=%d simtime=%v | faults: dropped=%d duplicated=%d delayed=%d partitions=%d partition-drops=%d crashes=%d power-cuts=%d restarts=%d closes=%d misconfigured-refused=%d torn=%d lost-bytes=%d syncs=%d storage-errors=%d corruptions=%d corruptions-refused=%d drifting-clocks=%d clock-jumps=%d minority-kept-away=%d late-redeliveries=%d flaps=%d re-leads=%d led-after-cut-off=%d same-counter-prepares=%d quick-recrashes=%d | log: long-downs=%d checkpoints=%d restores=%d transfers=%d installs=%d ckpt-crashes=%d ckpt-errors=%d storage-reads=%d max-disk-bytes=%d max-in-memory=%d | master: pauses=%d master-pauses=%d stalls=%d master-changes=%d reads=%d reads-failed=%d lease-reads=%d index-reads=%d resent=%d fenced=%d | membership: asked=%d changed=%d followers=%d",
 		s.Ops, s.OpsOK, s.OpsUnknown, s.OpsNeverExecuted, s.Commits, s.Batches, s.Events, s.SimTime, s.Dropped, s.Duplicated, s.Delayed,
 		s.Partitions, s.PartitionDrops, s.Crashes, s.PowerCuts, s.Restarts, s.Closes, s.Misconfigured, s.TornWrites, s.LostBytes, s.Syncs, s.StorageErrors, s.Corruptions, s.CorruptionsFound,
 		s.DriftingClocks, s.ClockJumps, s.MinorityDown, s.LateDeliveries, s.Flaps, s.ReLeads, s.LedAfterCutOff, s.SameCounterPrepares, s.QuickRecrashes,
 		s.LongDowns, s.Checkpoints, s.Restores, s.Transfers, s.Installs, s.CkptCrashes, s.CkptErrors, s.StorageReads, s.MaxLiveBytes, s.MaxInMemory,
-		s.Pauses, s.MasterPauses, s.Stalls, s.MasterChanges, s.Reads, s.ReadsFailed, s.LeaseReads, s.IndexReads, s.Resent, s.Fenced, s.ConfTries, s.ConfChanges)
+		s.Pauses, s.MasterPauses, s.Stalls, s.MasterChanges, s.Reads, s.ReadsFailed, s.LeaseReads, s.IndexReads, s.Resent, s.Fenced, s.ConfTries, s.ConfChanges, s.ConfFollowers)
 }

@@ -320,12 +320,13 @@ func (e *httpError) Error() string { return fmt.Sprintf("status %d: %s", e.statu
 
 // neverRan reports whether op, which failed with err, is known to have
 // had no effect: a read never has one, and a write refused with
-// ErrNoQuorum (503) was never started (wrapped in a timeout, a 504, it
-// may have been).
+// ErrNoQuorum or ErrNotMember (503) was never started (wrapped in a
+// timeout, a 504, it may have been).
 func neverRan(op kvsm.Op, err error) bool {
 	var he *httpError
 	return op.Kind == kvsm.Get ||
-		errors.As(err, &he) && he.status == http.StatusServiceUnavailable && strings.Contains(he.msg, paxos.ErrNoQuorum.Error())
+		errors.As(err, &he) && he.status == http.StatusServiceUnavailable &&
+			(strings.Contains(he.msg, paxos.ErrNoQuorum.Error()) || strings.Contains(he.msg, paxos.ErrNotMember.Error()))
 }
 
 // do runs op over HTTP and turns the answer into a kvsm.Result; an error

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/paxoskit/paxos"
 )
@@ -96,10 +97,10 @@ func (s *server) members(w http.ResponseWriter, r *http.Request) {
 
 // memberChange is the body of POST /members.
 type memberChange struct {
-	Op   string `json:"op"`   // add, add-follower, remove, replace, promote
-	ID   uint64 `json:"id"`   // the node added, removed, promoted, or put in old's place
-	Addr string `json:"addr"` // id's Paxos address (add, add-follower, replace)
-	Old  uint64 `json:"old"`  // the member replaced (replace)
+	Op   string `json:"op"`             // add, add-follower, remove, replace, promote
+	ID   uint64 `json:"id"`             // the node added, removed, promoted, or put in old's place
+	Addr string `json:"addr,omitempty"` // id's Paxos address (add, add-follower, replace)
+	Old  uint64 `json:"old,omitempty"`  // the member replaced (replace)
 }
 
 // changeOps are the ops of POST /members and the fields each takes
@@ -219,19 +220,42 @@ func (s *server) change(ctx context.Context, g uint64, c memberChange) (paxos.Me
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
+	var m paxos.Membership
+	var err error
 	switch c.Op {
 	case "add":
-		return s.node.AddMember(ctx, g, c.ID, c.Addr)
+		m, err = s.node.AddMember(ctx, g, c.ID, c.Addr)
 	case "add-follower":
-		return s.node.AddFollower(ctx, g, c.ID, c.Addr)
+		m, err = s.node.AddFollower(ctx, g, c.ID, c.Addr)
 	case "remove":
-		return s.node.RemoveMember(ctx, g, c.ID)
+		m, err = s.node.RemoveMember(ctx, g, c.ID)
 	case "replace":
-		return s.node.ChangeMember(ctx, g, c.Old, c.ID, c.Addr)
+		m, err = s.node.ChangeMember(ctx, g, c.Old, c.ID, c.Addr)
 	case "promote":
-		return s.node.PromoteFollower(ctx, g, c.ID)
+		m, err = s.node.PromoteFollower(ctx, g, c.ID)
+	default:
+		err = fmt.Errorf("%w: unknown op %q", paxos.ErrInvalidMembership, c.Op)
 	}
-	return paxos.Membership{}, fmt.Errorf("%w: unknown op %q", paxos.ErrInvalidMembership, c.Op)
+	if err == nil {
+		s.awaitMembership(ctx, g, m.Version)
+	}
+	return m, err
+}
+
+// awaitMembership waits, for a while at most, until Membership(g) shows
+// version or a newer one. A change returns once it executed here, but the
+// node publishes what Membership reads only after the loop's handler ends,
+// a moment later: without the wait, a GET /members right after a POST
+// could show the configuration before it, and a change right after
+// another would name the old version and fail with ErrConfigChanged.
+func (s *server) awaitMembership(ctx context.Context, g, version uint64) {
+	deadline := time.Now().Add(time.Second)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if m, err := s.node.Membership(g); err != nil || m.Version >= version {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // notMember is the error of a request this node cannot serve in group g,
