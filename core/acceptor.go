@@ -88,6 +88,9 @@ func (c *Core) onAccept(m *pb.Message) {
 			continue
 		}
 		c.setLog(&pb.Entry{Instance: e.Instance, Ballot: m.Ballot, Value: e.Value})
+		if c.nonVoter(e.Instance) {
+			continue // a follower (or removed): it holds the value, its vote would not count
+		}
 		ids = append(ids, e.Instance)
 	}
 	if len(ids) > 0 {

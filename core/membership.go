@@ -282,6 +282,16 @@ func (c *Core) votesDecide(i uint64, acks []uint64) bool {
 	return c.majorityOf(voters, in(acks))
 }
 
+// nonVoter reports whether this node knows it is no voter of instance i
+// (its configuration is known: within ConfigDelay of the chosen prefix).
+// It then stores what it accepts, to learn it cheaply, but sends no vote.
+func (c *Core) nonVoter(i uint64) bool {
+	if c.confUnknown || i > c.chosenUpto+ConfigDelay || c.cfg.Canary == CanaryCountRemoved {
+		return false
+	}
+	return !c.confAt(i).IsVoter(c.cfg.ID)
+}
+
 // mayPropose reports whether a leader may bind instance i now: not too far
 // past the chosen prefix, its configuration known (within ConfigDelay of
 // the prefix), and this node a voter of it or of the newest configuration.
