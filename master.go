@@ -175,7 +175,7 @@ func (n *Node) isMaster(g *group, now time.Duration) bool {
 // publishes the master this node knows, and tells whoever listens.
 func (n *Node) updateMaster(g *group) {
 	ms := &g.master
-	if lost := g.core.QuorumLost(); lost != ms.quorumLost {
+	if lost := g.core.QuorumLost() && g.core.ConfKnown(); lost != ms.quorumLost {
 		ms.quorumLost = lost
 		if lost {
 			n.warn("quorum", "group cut off from a majority: proposals and reads fail with ErrNoQuorum", "group", g.id, "state", g.core.QuorumInfo())

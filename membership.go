@@ -26,6 +26,9 @@ type Member struct {
 
 // Membership is a group's configuration.
 type Membership struct {
+	// Known is false on a node started with Options.Join that has not
+	// learned its group's configuration yet (the rest is then empty).
+	Known bool
 	// Version is the instance of the change that made it (0 for the
 	// configuration the group started with): the version a change names.
 	Version uint64
@@ -66,8 +69,11 @@ var (
 	ErrInvalidMembership = errors.New("paxos: invalid membership")
 )
 
-func membershipOf(cf core.Conf) Membership {
-	m := Membership{Version: cf.Version, From: cf.From}
+func membershipOf(cf core.Conf, known bool) Membership {
+	if !known {
+		return Membership{}
+	}
+	m := Membership{Known: true, Version: cf.Version, From: cf.From}
 	for _, id := range cf.Members() {
 		m.Members = append(m.Members, Member{ID: id, Addr: cf.Addrs[id], Follower: !cf.IsVoter(id)})
 	}
@@ -264,5 +270,6 @@ func (n *Node) executeConf(g *group, instance uint64, p *proposal) {
 		p.fail(fmt.Errorf("%w: group %d, change chosen at instance %d", ErrConfigChanged, g.id, instance))
 		return
 	}
-	p.cb(Result{Instance: instance, Value: membershipOf(cf)}, nil)
+	g.publishConf() // Membership shows it before the caller hears of it
+	p.cb(Result{Instance: instance, Value: membershipOf(cf, true)}, nil)
 }

@@ -40,8 +40,11 @@ func TestMembershipRemoveAndAdd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("RemoveMember(%d): %v", gone, err)
 	}
-	if got.Has(gone) || got.Version == 0 || got.From != got.Version+core.ConfigDelay {
+	if got.Has(gone) || got.Version == 0 || got.From != got.Version+core.ConfigDelay || !got.Known {
 		t.Fatalf("after removing %d: %+v", gone, got)
+	}
+	if now, _ := c.nodes[stay].node.Membership(0); now.Version != got.Version {
+		t.Fatalf("Membership right after the change returned: version %d, want %d", now.Version, got.Version)
 	}
 	// Until the change governs (ConfigDelay instances on: the master
 	// fills them), and after, values are chosen.
@@ -141,6 +144,9 @@ func TestFollowerJoinsAndIsPromoted(t *testing.T) {
 	})
 	m := c.waitMaster(0)
 	c.mustPropose(m, 0, "before", nil)
+	if mb, _ := c.nodes[4].node.Membership(0); mb.Known || len(mb.Members) != 0 {
+		t.Fatalf("a joiner not added yet shows membership %+v, want none known", mb)
+	}
 	r := c.propose(4, 0, "from the joiner", nil)
 	c.wait(r)
 	if !errors.Is(r.err, paxos.ErrNotMember) {
@@ -169,7 +175,7 @@ func TestFollowerJoinsAndIsPromoted(t *testing.T) {
 	if sm := c.nodes[4].sm(1); !hasValue(sm.execs, "before") || !hasValue(sm.execs, "after") {
 		t.Fatalf("follower executed %v", sm.execs)
 	}
-	if got, _ := c.nodes[4].node.Membership(0); got.Version != mb.Version {
+	if got, _ := c.nodes[4].node.Membership(0); got.Version != mb.Version || !got.Known {
 		t.Fatalf("follower knows membership %+v, want version %d", got, mb.Version)
 	}
 	// Its loss changes nothing.

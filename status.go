@@ -134,8 +134,15 @@ func (g *group) publish() {
 	s.mem.Store(int64(c.LogLen()))
 	s.memBound.Store(int64(c.LogBound()))
 	s.pending.Store(int64(len(g.pending)))
-	if cf := c.Conf(); s.conf.Load() == nil || s.conf.Load().Version != cf.Version {
-		m := membershipOf(cf)
+	g.publishConf()
+}
+
+// publishConf makes the group's newest configuration visible to
+// Membership readers.
+func (g *group) publishConf() {
+	cf, known, s := g.core.Conf(), g.core.ConfKnown(), &g.status
+	if m := s.conf.Load(); m == nil || m.Version != cf.Version || m.Known != known {
+		m := membershipOf(cf, known)
 		s.conf.Store(&m)
 	}
 }

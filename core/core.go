@@ -349,7 +349,7 @@ func New(cfg Config, st State) (*Core, error) {
 		// Not known yet: a configuration without voters, in which no
 		// quorum exists (see confUnknown).
 		c.confUnknown = true
-		c.setConfs([]Conf{{From: 1, Followers: peers}})
+		c.setConfs([]Conf{{From: 1, Followers: slices.DeleteFunc(slices.Clone(peers), func(id uint64) bool { return id == cfg.ID })}})
 	default:
 		c.setConfs([]Conf{{From: 1, Voters: peers}})
 	}

@@ -143,11 +143,16 @@ func Open(cfg Config) (env.Env, error) {
 // RunNode runs a node on the production environment in one call: it
 // validates opts and cfg before opening anything, takes the node id,
 // cluster id and logger from opts (and opts.Nodes from the keys of
-// cfg.Peers when empty), opens the environment and starts the node.
+// cfg.Peers when empty: with opts.Join, the others, the members it learns
+// from), opens the environment and starts the node.
 func RunNode(opts paxos.Options, cfg Config) (*paxos.Node, error) {
+	ids := slices.Sorted(maps.Keys(cfg.Peers))
+	if opts.Join {
+		ids = slices.DeleteFunc(ids, func(id uint64) bool { return id == opts.MyNode })
+	}
 	if len(opts.Nodes) == 0 {
-		opts.Nodes = slices.Sorted(maps.Keys(cfg.Peers))
-	} else if ids := slices.Sorted(maps.Keys(cfg.Peers)); !slices.Equal(ids, slices.Sorted(slices.Values(opts.Nodes))) {
+		opts.Nodes = ids
+	} else if !slices.Equal(ids, slices.Sorted(slices.Values(opts.Nodes))) {
 		return nil, fmt.Errorf("%w: Nodes %v differ from the ids in Peers %v", paxos.ErrInvalidOptions, opts.Nodes, ids)
 	}
 	if err := opts.Validate(); err != nil {

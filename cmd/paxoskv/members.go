@@ -58,9 +58,7 @@ type membersReply struct {
 func (s *server) groupMembers(g uint64, m paxos.Membership) groupMembers {
 	out := groupMembers{
 		Group: g, Version: m.Version, From: m.From,
-		// A configuration chosen has a voter (the library refuses one
-		// without): none means the joiner's placeholder.
-		Known:     len(m.Voters()) > 0,
+		Known:     m.Known,
 		Member:    m.Has(s.node.MyNodeID()),
 		Members:   make([]memberJSON, 0, len(m.Members)),
 		Voters:    nonNil(m.Voters()),
