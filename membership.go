@@ -224,6 +224,23 @@ func (n *Node) ChangeMember(ctx context.Context, group, old, id uint64, addr str
 	})
 }
 
+// MoveMember records that member id is now reachable at addr: an address
+// change is a configuration change too (ids are stable, addresses not).
+// Every member's transport learns the new address from it.
+func (n *Node) MoveMember(ctx context.Context, group, id uint64, addr string) (Membership, error) {
+	return n.changeMembers(ctx, group, func(ms []Member) ([]Member, error) {
+		i := indexOf(ms, id)
+		switch {
+		case i < 0:
+			return nil, fmt.Errorf("node %d is not a member", id)
+		case addr == "" || ms[i].Addr == addr:
+			return nil, fmt.Errorf("node %d: no new address (%q)", id, addr)
+		}
+		ms[i].Addr = addr
+		return ms, nil
+	})
+}
+
 // PromoteFollower makes follower id a voter of group.
 func (n *Node) PromoteFollower(ctx context.Context, group, id uint64) (Membership, error) {
 	return n.changeMembers(ctx, group, func(ms []Member) ([]Member, error) {

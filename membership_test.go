@@ -212,6 +212,21 @@ func TestFollowerJoinsAndIsPromoted(t *testing.T) {
 		return now >= prom.From
 	})
 	c.mustPropose(m, 0, "four voters", nil)
+	// An address change is a change too: the transports learn it.
+	moved, err := c.changeOn(m, func(n *paxos.Node) (paxos.Membership, error) {
+		return n.MoveMember(context.Background(), 0, 4, "10.0.0.44:7000")
+	})
+	if err != nil || moved.Members[3].Addr != "10.0.0.44:7000" || moved.Version <= prom.Version {
+		t.Fatalf("MoveMember(4): %+v, %v", moved, err)
+	}
+	c.runUntil("the transports to learn node 4's new address", time.Second, func() bool {
+		for _, id := range []uint64{1, 2, 3} {
+			if c.nodes[id].addrs[4] != "10.0.0.44:7000" {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // TestIdentityFollowsMembership: after a change, a node restarts with the

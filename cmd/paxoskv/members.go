@@ -109,6 +109,7 @@ var changeOps = map[string]struct{ addr, old bool }{
 	"remove":       {},
 	"promote":      {},
 	"replace":      {addr: true, old: true},
+	"move":         {addr: true},
 }
 
 // parseChange decodes and checks a POST /members body; its errors are the
@@ -126,7 +127,7 @@ func parseChange(body io.Reader) (memberChange, error) {
 	want, known := changeOps[c.Op]
 	switch {
 	case !known:
-		return c, fmt.Errorf("unknown op %q: want add, add-follower, remove, replace or promote", c.Op)
+		return c, fmt.Errorf("unknown op %q: want add, add-follower, remove, replace, promote or move", c.Op)
 	case c.ID == 0:
 		return c, fmt.Errorf("op %s needs \"id\", a node id above 0", c.Op)
 	case want.addr && c.Addr == "":
@@ -231,6 +232,8 @@ func (s *server) change(ctx context.Context, g uint64, c memberChange) (paxos.Me
 		m, err = s.node.ChangeMember(ctx, g, c.Old, c.ID, c.Addr)
 	case "promote":
 		m, err = s.node.PromoteFollower(ctx, g, c.ID)
+	case "move":
+		m, err = s.node.MoveMember(ctx, g, c.ID, c.Addr)
 	default:
 		err = fmt.Errorf("%w: unknown op %q", paxos.ErrInvalidMembership, c.Op)
 	}

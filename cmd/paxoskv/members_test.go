@@ -452,7 +452,7 @@ func TestMembersAdmin(t *testing.T) {
 	for _, body := range []string{
 		`{"op":"add","id":1,"addr":"127.0.0.1:7001"}`, `{"op":"add-follower","id":1,"addr":"127.0.0.1:7001"}`,
 		`{"op":"remove","id":9}`, `{"op":"remove","id":1}`, `{"op":"promote","id":1}`, `{"op":"promote","id":9}`,
-		`{"op":"replace","old":9,"id":4,"addr":"127.0.0.1:7004"}`,
+		`{"op":"replace","old":9,"id":4,"addr":"127.0.0.1:7004"}`, `{"op":"move","id":9,"addr":"127.0.0.1:7009"}`,
 	} {
 		resp, b := x.do(t, "POST", "/members", strings.NewReader(body))
 		if msg := jsonError(t, resp, b, http.StatusBadRequest); !strings.HasPrefix(msg, "group 0: "+paxos.ErrInvalidMembership.Error()) {
