@@ -79,7 +79,7 @@ func (n *Node) sendSnap(g *group, m *pb.Message) {
 
 // onSnap handles a checkpoint transfer message.
 func (n *Node) onSnap(g *group, m *pb.Message) {
-	if m.From == n.opts.MyNode || !contains(g.core.Members(), m.From) || m.Transfer == 0 || len(m.Data) > snapChunk {
+	if m.From == n.opts.MyNode || !g.core.IsMember(m.From) || m.Transfer == 0 || len(m.Data) > snapChunk {
 		n.stats.badMessages.Add(1)
 		return
 	}
@@ -91,15 +91,6 @@ func (n *Node) onSnap(g *group, m *pb.Message) {
 	case pb.MsgType_MSG_SNAP_CHUNK:
 		n.onSnapChunk(g, m)
 	}
-}
-
-func contains(s []uint64, v uint64) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // serveSnap starts sending the newest checkpoint to a peer that lacks

@@ -157,6 +157,11 @@ func in(ids []uint64) func(uint64) bool {
 // keeps (messages from others are refused).
 func (c *Core) isMember(id uint64) bool { return slices.Contains(c.known, id) }
 
+// IsMember reports whether id belongs to a configuration this node keeps:
+// the nodes whose messages it takes (a node behind takes them from members
+// of configurations newer than those it knows to govern).
+func (c *Core) IsMember(id uint64) bool { return c.isMember(id) }
+
 // setConfs installs confs (sorted by From, the first governing the
 // instance after the chosen prefix) and recomputes the member sets.
 func (c *Core) setConfs(confs []Conf) {
