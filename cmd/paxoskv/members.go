@@ -119,7 +119,7 @@ func parseChange(body io.Reader) (memberChange, error) {
 	dec.DisallowUnknownFields()
 	var c memberChange
 	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("bad JSON body: %w (want {\"op\": \"add\"|\"add-follower\"|\"remove\"|\"replace\"|\"promote\", \"id\": N, \"addr\": \"HOST:PORT\", \"old\": N})", err)
+		return c, fmt.Errorf("bad JSON body: %w (want {\"op\": \"add\"|\"add-follower\"|\"remove\"|\"replace\"|\"promote\"|\"move\", \"id\": N, \"addr\": \"HOST:PORT\", \"old\": N})", err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return c, errors.New("bad JSON body: more than one JSON value")
