@@ -24,8 +24,6 @@ func ballotOf(b *pb.Ballot) core.Ballot {
 	return core.Ballot{Counter: b.GetCounter(), Node: b.GetNode()}
 }
 
-func (r *run) quorum() int { return len(r.nodes)/2 + 1 }
-
 // checkDurableQuorum runs when instance i of group g is first executed.
 func (r *run) checkDurableQuorum(g, i uint64, v *pb.Value) {
 	cf := r.confAt(g, i)
