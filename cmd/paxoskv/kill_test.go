@@ -122,39 +122,15 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 				if p.id == 3 && node3Down.Load() {
 					continue // known down: the request would not reach a server
 				}
-				key := keys[rng.IntN(len(keys))]
-				op := kvsm.Op{Key: key}
-				switch rng.IntN(4) {
-				case 0:
-					op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d-%d\xff\x00", c, i) // binary: values are bytes
-				case 1:
-					op.Kind = kvsm.Get
-				case 2:
-					op.Kind, op.Value, op.Version = kvsm.CAS, fmt.Sprintf("c%d-%d", c, i), versions[key]
-				default:
-					op.Kind = kvsm.Delete
-				}
-				mode := ""
-				if op.Kind == kvsm.Get {
-					// Every way to read linearizably; read=lease off the
-					// master is refused (503, no effect).
-					mode = []string{"", "index", "lease", "propose"}[rng.IntN(4)]
-				}
-				id := rec.Invoke(c, op, time.Now().UnixNano())
-				res, err := doRead(hc, p.http, op, mode)
+				op, mode := randomOp(rng, c, i, keys, versions)
+				res, err := recordOp(hc, rec, c, p, op, mode)
 				if err != nil {
 					failMu.Lock()
 					failures[fmt.Sprintf("%v on node %d: %.60s", op.Kind, p.id, err)]++
 					failMu.Unlock()
-					if neverRan(op, err) {
-						rec.Absent(id)
-					} else {
-						rec.Unknown(id)
-					}
 					continue
 				}
-				rec.Return(id, res, time.Now().UnixNano())
-				versions[key] = res.Version
+				versions[op.Key] = res.Version
 				if op.Kind != kvsm.Get && node3Down.Load() {
 					okWhile.Add(1)
 				}
@@ -281,6 +257,48 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 		t.Fatalf("history of %d ops (%d unknown) not linearizable: %v (see %s)", v.Ops, v.Unknown, v.Result, html)
 	}
 	t.Logf("porcupine: %d ops, %d unknown, linearizable", v.Ops, v.Unknown)
+}
+
+// randomOp draws client c's i-th operation on one of keys: a put of a
+// binary value, a get in a random read mode (every way to read
+// linearizably; read=lease off the master is refused, 503, no effect), a
+// compare-and-set on the version the client last saw, or a delete.
+func randomOp(rng *rand.Rand, c, i int, keys []string, versions map[string]uint64) (kvsm.Op, string) {
+	key := keys[rng.IntN(len(keys))]
+	op := kvsm.Op{Key: key}
+	switch rng.IntN(4) {
+	case 0:
+		op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d-%d\xff\x00", c, i) // binary: values are bytes
+	case 1:
+		op.Kind = kvsm.Get
+	case 2:
+		op.Kind, op.Value, op.Version = kvsm.CAS, fmt.Sprintf("c%d-%d", c, i), versions[key]
+	default:
+		op.Kind = kvsm.Delete
+	}
+	mode := ""
+	if op.Kind == kvsm.Get {
+		mode = []string{"", "index", "lease", "propose"}[rng.IntN(4)]
+	}
+	return op, mode
+}
+
+// recordOp sends client c's op (a get in mode) to p and records it in rec:
+// its result, or, when it failed, that it never ran or that its outcome is
+// unknown.
+func recordOp(hc *http.Client, rec *linearizability.Recorder, c int, p *proc, op kvsm.Op, mode string) (kvsm.Result, error) {
+	id := rec.Invoke(c, op, time.Now().UnixNano())
+	res, err := doRead(hc, p.http, op, mode)
+	if err != nil {
+		if neverRan(op, err) {
+			rec.Absent(id)
+		} else {
+			rec.Unknown(id)
+		}
+		return res, err
+	}
+	rec.Return(id, res, time.Now().UnixNano())
+	return res, nil
 }
 
 // nodeStatus fetches GET /status of the node at addr.

@@ -98,37 +98,15 @@ func TestReplaceDeadNode(t *testing.T) {
 			for i := 0; !stop.Load(); i++ {
 				ts := *targets.Load()
 				p := ts[rng.IntN(len(ts))]
-				key := keys[rng.IntN(len(keys))]
-				op := kvsm.Op{Key: key}
-				switch rng.IntN(4) {
-				case 0:
-					op.Kind, op.Value = kvsm.Put, fmt.Sprintf("c%d-%d\xff", c, i)
-				case 1:
-					op.Kind = kvsm.Get
-				case 2:
-					op.Kind, op.Value, op.Version = kvsm.CAS, fmt.Sprintf("c%d-%d", c, i), versions[key]
-				default:
-					op.Kind = kvsm.Delete
-				}
-				mode := ""
-				if op.Kind == kvsm.Get {
-					mode = []string{"", "index", "lease", "propose"}[rng.IntN(4)]
-				}
-				id := rec.Invoke(c, op, time.Now().UnixNano())
-				res, err := doRead(hc, p.http, op, mode)
+				op, mode := randomOp(rng, c, i, keys, versions)
+				res, err := recordOp(hc, rec, c, p, op, mode)
 				if err != nil {
 					mu.Lock()
 					failures[fmt.Sprintf("%v on node %d: %.70s", op.Kind, p.id, err)]++
 					mu.Unlock()
-					if neverRan(op, err) {
-						rec.Absent(id)
-					} else {
-						rec.Unknown(id)
-					}
 					continue
 				}
-				rec.Return(id, res, time.Now().UnixNano())
-				versions[key] = res.Version
+				versions[op.Key] = res.Version
 				mu.Lock()
 				served[p.id]++
 				mu.Unlock()
