@@ -305,15 +305,26 @@ func recordOp(hc *http.Client, rec *linearizability.Recorder, c int, p *proc, op
 func nodeStatus(t *testing.T, hc *http.Client, addr string) statusReply {
 	t.Helper()
 	var st statusReply
-	resp, err := hc.Get("http://" + addr + "/status")
+	getJSON(t, hc, addr, "/status", &st)
+	return st
+}
+
+// getJSON fetches GET path of the node at addr and decodes its JSON
+// answer into out.
+func getJSON(t *testing.T, hc *http.Client, addr, path string, out any) {
+	t.Helper()
+	resp, err := hc.Get("http://" + addr + path)
 	if err == nil {
-		err = json.NewDecoder(resp.Body).Decode(&st)
+		if resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		} else {
+			err = json.NewDecoder(resp.Body).Decode(out)
+		}
 		resp.Body.Close()
 	}
 	if err != nil {
-		t.Fatalf("status of %s: %v", addr, err)
+		t.Fatalf("GET %s of %s: %v", path, addr, err)
 	}
-	return st
 }
 
 func waitReady(t *testing.T, hc *http.Client, addr string) {

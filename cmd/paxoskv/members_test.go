@@ -295,18 +295,7 @@ func mustChange(t *testing.T, hc *http.Client, addr string, change memberChange,
 func getMembers(t *testing.T, hc *http.Client, addr string) membersReply {
 	t.Helper()
 	var out membersReply
-	resp, err := hc.Get("http://" + addr + "/members")
-	if err == nil {
-		if resp.StatusCode != http.StatusOK {
-			err = fmt.Errorf("status %d", resp.StatusCode)
-		} else {
-			err = json.NewDecoder(resp.Body).Decode(&out)
-		}
-		resp.Body.Close()
-	}
-	if err != nil {
-		t.Fatalf("GET /members of %s: %v", addr, err)
-	}
+	getJSON(t, hc, addr, "/members", &out)
 	return out
 }
 
