@@ -37,6 +37,21 @@ type proc struct {
 	log  *os.File
 }
 
+// newProc makes the process of node id, its HTTP API on httpPort, with
+// its log in dir/node<id>.log and its data in dir/data<id>; args follow
+// serve's --id, --http and --data.
+func newProc(t *testing.T, dir string, id, httpPort int, args ...string) *proc {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	p := &proc{id: id, http: fmt.Sprintf("127.0.0.1:%d", httpPort), log: logf}
+	p.args = append([]string{"serve", "--id", fmt.Sprint(id), "--http", p.http, "--data", filepath.Join(dir, fmt.Sprintf("data%d", id))}, args...)
+	return p
+}
+
 func (p *proc) start(t *testing.T, bin string) {
 	t.Helper()
 	p.cmd = exec.Command(bin, p.args...)
@@ -82,15 +97,8 @@ func killNine(t *testing.T, extra []string, wantInstall bool) {
 	}
 	procs := make([]*proc, 3)
 	for i := range procs {
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		p := &proc{id: i + 1, http: fmt.Sprintf("127.0.0.1:%d", ports[3+i]), log: logf}
-		p.args = []string{"serve", "--id", fmt.Sprint(i + 1), "--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]),
-			"--http", p.http, "--peers", strings.Join(peers, ","), "--data", filepath.Join(dir, fmt.Sprintf("data%d", i+1)),
-			"--groups", "2", "--timeout", "2s"}
+		p := newProc(t, dir, i+1, ports[3+i], "--listen", fmt.Sprintf("127.0.0.1:%d", ports[i]), "--peers", strings.Join(peers, ","),
+			"--groups", "2", "--timeout", "2s")
 		p.args = append(p.args, extra...)
 		p.start(t, bin)
 		procs[i] = p

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -39,15 +37,8 @@ func TestMasterCluster(t *testing.T) {
 	}
 	procs := make([]*proc, 3)
 	for i := range procs {
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", i+1)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer logf.Close()
-		p := &proc{id: i + 1, http: fmt.Sprintf("127.0.0.1:%d", ports[3+i]), log: logf}
-		p.args = []string{"serve", "--id", fmt.Sprint(i + 1), "--http", p.http, "--peers", strings.Join(peers, ","),
-			"--data", filepath.Join(dir, fmt.Sprintf("data%d", i+1)), "--master-lease", "500ms",
-			"--http-peers", strings.Join(httpPeers, ","), "--redirect"}
+		p := newProc(t, dir, i+1, ports[3+i], "--peers", strings.Join(peers, ","), "--master-lease", "500ms",
+			"--http-peers", strings.Join(httpPeers, ","), "--redirect")
 		p.start(t, bin)
 		procs[i] = p
 	}

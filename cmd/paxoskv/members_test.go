@@ -55,14 +55,7 @@ func TestReplaceDeadNode(t *testing.T) {
 	defer func() { stopProcs(t, dir, procs) }()
 	// start runs node id with --peers naming peers (and --join if join).
 	start := func(id int, join bool, peers ...int) *proc {
-		logf, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.log", id)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { logf.Close() })
-		p := &proc{id: id, http: fmt.Sprintf("127.0.0.1:%d", ports[4+id]), log: logf}
-		p.args = []string{"serve", "--id", fmt.Sprint(id), "--http", p.http, "--peers", peersOf(peers...),
-			"--data", filepath.Join(dir, fmt.Sprintf("data%d", id)), "--groups", "2", "--timeout", "2s"}
+		p := newProc(t, dir, id, ports[4+id], "--peers", peersOf(peers...), "--groups", "2", "--timeout", "2s")
 		if join {
 			p.args = append(p.args, "--join")
 		}
